@@ -1,0 +1,36 @@
+# The README's two commands are `make demo` (the main job) and `make test` (every test tier).
+# Both create .venv and install the pinned dependencies themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rlops-installed
+
+.PHONY: install demo test lint unit bench tools kind-e2e clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check pip==25.3
+	# torch first and exactly: a looser request would pull several GB of CUDA wheels.
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e '.[workloads,operator,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install tools
+	$(MAKE) lint
+	$(PY) -m pytest -ra
+
+demo: install
+	$(PY) -m workloads.demo
+
+bench: install
+	$(PY) -m bench.report
+
+clean:
+	rm -rf $(VENV) .tools results
