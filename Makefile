@@ -32,5 +32,9 @@ demo: install
 bench: install
 	$(PY) -m bench.report
 
+# helm, kubectl, checkov and kubeconform-style schema tools live in .tools (see scripts/install_tools.sh).
+tools:
+	bash scripts/install_tools.sh
+
 clean:
 	rm -rf $(VENV) .tools results

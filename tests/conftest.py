@@ -188,3 +188,24 @@ def _wait_http(url: str, headers: dict[str, str], timeout: float = 60.0) -> None
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+@dataclass
+class ServeEndpoint:
+    """Ray Serve's HTTP proxy on the shared cluster."""
+
+    url: str
+    port: int
+
+
+@pytest.fixture(scope="session")
+def serve_endpoint(ray_cluster: RayCluster) -> Iterator[ServeEndpoint]:
+    """Start Ray Serve once on the shared cluster, its proxy on a free loopback port.
+
+    Tests deploy applications under their own names and route prefixes and delete them afterwards.
+    """
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield ServeEndpoint(url=f"http://127.0.0.1:{port}", port=port)
