@@ -69,15 +69,23 @@ def parse_uri(uri: str) -> Location:
         raise StorageURIError("storage URI is empty")
     uri = uri.strip()
     if "://" not in uri:
-        return Location("file", "", str(Path(uri).expanduser().absolute()))
+        return Location("file", "", _local_path(uri))
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise StorageURIError(f"file URI must not name a host: {uri!r}")
-        return Location("file", "", str(Path(unquote(parsed.path)).absolute()))
+        if not unquote(parsed.path).strip():
+            raise StorageURIError(f"file URI names no path: {uri!r}")
+        return Location("file", "", _local_path(unquote(parsed.path)))
     if parsed.scheme == "s3":
         bucket = parsed.netloc
-        if not (3 <= len(bucket) <= 63) or not set(bucket) <= _BUCKET_CHARS or bucket[0] in ".-":
+        if (
+            not (3 <= len(bucket) <= 63)
+            or not set(bucket) <= _BUCKET_CHARS
+            or bucket[0] in ".-"
+            or bucket[-1] in ".-"
+            or ".." in bucket
+        ):
             raise StorageURIError(f"malformed S3 bucket name in {uri!r}")
         if parsed.query or parsed.fragment:
             raise StorageURIError(f"S3 URI must not carry a query or fragment: {uri!r}")
@@ -85,7 +93,14 @@ def parse_uri(uri: str) -> Location:
         if "//" in key or any(part in (".", "..") for part in key.split("/")):
             raise StorageURIError(f"malformed S3 key in {uri!r}")
         return Location("s3", bucket, key)
-    raise StorageURIError(f"unsupported storage scheme {parsed.scheme!r} in {uri!r} (use s3://, file:// or a path)")
+    raise StorageURIError(
+        f"unsupported storage scheme {parsed.scheme!r} in {uri!r} (use s3://, file:// or a path)"
+    )
+
+
+def _local_path(path: str) -> str:
+    """An absolute local path with ``.`` and ``..`` folded away, so prefix checks cannot be escaped."""
+    return os.path.normpath(Path(path).expanduser().absolute())
 
 
 def join_uri(uri: str, *parts: str) -> str:
@@ -118,7 +133,8 @@ def _s3_client() -> Any:
     from botocore.config import Config
 
     return boto3.client(
-        "s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+        "s3",
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
     )
 
 
@@ -256,6 +272,8 @@ def list_files(uri: str) -> dict[str, int]:
         pages = _s3_call(lambda **kw: list(paginator.paginate(**kw)), loc, Bucket=loc.bucket, Prefix=prefix)
         for page in pages:
             for obj in page.get("Contents", []):
+                if obj["Key"].endswith("/"):
+                    continue  # a directory marker (pyarrow and consoles write them), not a file
                 out[obj["Key"][len(prefix) :]] = int(obj["Size"])
         return out
     root = loc.path
@@ -303,6 +321,8 @@ def download_dir(uri: str, dest: Path) -> Path:
 
 def upload_dir(src: Path, uri: str) -> None:
     """Copy a local folder into storage below ``uri``."""
+    if not src.is_dir():
+        raise StorageError(f"cannot upload {src}: not a directory")
     for path in sorted(src.rglob("*")):
         if path.is_file():
             rel = path.relative_to(src).as_posix()
@@ -319,7 +339,10 @@ def check_reachable(uri: str) -> None:
     """Fail fast with a clear StorageError when the storage root cannot be used."""
     loc = parse_uri(uri)
     if loc.scheme == "s3":
-        _s3_call(s3_client().head_bucket, loc, Bucket=loc.bucket)
+        try:
+            _s3_call(s3_client().head_bucket, loc, Bucket=loc.bucket)
+        except ObjectNotFound as exc:
+            raise StorageError(f"bucket {loc.bucket!r} does not exist ({loc.uri})") from exc
         return
     path = loc.path
     try:
