@@ -60,7 +60,9 @@ class Manifest:
         try:
             body = json.loads(text)
             if body.get("schema") != MANIFEST_SCHEMA:
-                raise CheckpointError(f"manifest schema is {body.get('schema')!r}, expected {MANIFEST_SCHEMA!r}")
+                raise CheckpointError(
+                    f"manifest schema is {body.get('schema')!r}, expected {MANIFEST_SCHEMA!r}"
+                )
             files = [FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in body["files"]]
             return cls(
                 checkpoint_uri=str(body["checkpoint_uri"]),
@@ -106,7 +108,8 @@ def build_manifest(
     if not listing:
         raise CheckpointError(f"checkpoint {checkpoint_uri} has no files")
     files = [
-        FileEntry(rel, size, sha256_of(storage.join_uri(checkpoint_uri, rel))) for rel, size in sorted(listing.items())
+        FileEntry(rel, size, sha256_of(storage.join_uri(checkpoint_uri, rel)))
+        for rel, size in sorted(listing.items())
     ]
     return Manifest(
         checkpoint_uri=storage.parse_uri(checkpoint_uri).uri,
@@ -161,7 +164,9 @@ def verify_checkpoint(checkpoint_uri: str, *, max_hash_bytes: int | None = None)
         raise CheckpointError(f"checkpoint {checkpoint_uri} has files not in its manifest: {unexpected[:5]}")
     for rel, entry in expected.items():
         if listing[rel] != entry.size:
-            raise CheckpointError(f"{rel} in {checkpoint_uri} has size {listing[rel]}, manifest says {entry.size}")
+            raise CheckpointError(
+                f"{rel} in {checkpoint_uri} has size {listing[rel]}, manifest says {entry.size}"
+            )
     for rel, entry in expected.items():
         if max_hash_bytes is not None and entry.size > max_hash_bytes:
             continue
@@ -172,7 +177,7 @@ def verify_checkpoint(checkpoint_uri: str, *, max_hash_bytes: int | None = None)
 
 
 def parse_pointer(text: str | bytes) -> str:
-    """The checkpoint URI a pointer file names: one non-empty line; surrounding whitespace and CRLF allowed."""
+    """The checkpoint URI a pointer names: one non-empty line; surrounding whitespace and CRLF allowed."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -186,6 +191,11 @@ def parse_pointer(text: str | bytes) -> str:
     uri = lines[0]
     if any(ord(c) < 32 for c in uri):
         raise CheckpointError("pointer holds control characters")
+    if "://" not in uri and not uri.startswith("/"):
+        # A relative path would resolve against each reader's working directory.
+        raise CheckpointError(
+            f"pointer must hold an absolute URI (s3://, file:// or /path), not {uri[:80]!r}"
+        )
     try:
         storage.parse_uri(uri)
     except storage.StorageURIError as exc:
