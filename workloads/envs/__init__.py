@@ -1,4 +1,4 @@
-"""The environments, registered under short names so configs and RayJob arguments can say ``env: corridor``."""
+"""The environments, registered under short names so configs and RayJob arguments say ``env: corridor``."""
 
 from __future__ import annotations
 

@@ -66,6 +66,13 @@ class NewsvendorParams:
         params = cls(**config)
         if params.lead_time < 1 or params.max_order < 1 or params.episode_days < 1:
             raise ValueError("lead_time, max_order and episode_days must be at least 1")
+        money = ("price", "cost", "holding_cost", "stockout_penalty", "demand_mean", "initial_inventory")
+        negative = [name for name in money if getattr(params, name) < 0]
+        if negative:
+            raise ValueError(f"basketball env_config values must not be negative: {negative}")
+        rng = params.demand_mean_range
+        if rng is not None and not 0 <= rng[0] <= rng[1]:
+            raise ValueError(f"demand_mean_range must be [lo, hi] with 0 <= lo <= hi, got {list(rng)}")
         return params
 
 
@@ -77,11 +84,12 @@ class BasketballEnv(gym.Env):
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self.params = NewsvendorParams.from_config(config)
         p = self.params
-        high_stock = float(p.max_order * (p.lead_time + 1) + p.initial_inventory + 1)
+        # Everything ever ordered could pile up if nobody buys: the largest possible on-hand stock.
+        high_stock = float(p.initial_inventory + p.max_order * p.episode_days)
         low = np.zeros(7 + p.lead_time, dtype=np.float32)
         high = np.array(
             [np.finfo(np.float32).max] * 5
-            + [high_stock * 10]
+            + [high_stock]
             + [float(p.max_order)] * p.lead_time
             + [float(p.episode_days)],
             dtype=np.float32,

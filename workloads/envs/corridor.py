@@ -29,6 +29,9 @@ class CorridorEnv(gym.Env):
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         config = dict(config or {})
+        unknown = sorted(set(config) - {"reward", "step_cost", "max_steps"})
+        if unknown:
+            raise ValueError(f"unknown corridor env_config keys: {unknown}")
         self.reward = float(config.get("reward", 10.0))
         self.step_cost = float(config.get("step_cost", 0.1))
         self.max_steps = int(config.get("max_steps", 20))

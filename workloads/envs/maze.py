@@ -22,7 +22,12 @@ class MazeEnv(gym.Env):
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         config = dict(config or {})
+        unknown = sorted(set(config) - {"max_steps"})
+        if unknown:
+            raise ValueError(f"unknown maze env_config keys: {unknown}")
         self.max_steps = int(config.get("max_steps", 100))
+        if self.max_steps < 1:
+            raise ValueError("max_steps must be at least 1")
         self.goal = (SIZE - 1, SIZE - 1)
         self.observation_space = gym.spaces.Discrete(SIZE * SIZE)
         self.action_space = gym.spaces.Discrete(4)
@@ -54,6 +59,8 @@ class MazeEnv(gym.Env):
         rows = []
         for r in range(SIZE):
             rows.append(
-                "".join("S" if (r, c) == self.seeker else "G" if (r, c) == self.goal else "." for c in range(SIZE))
+                "".join(
+                    "S" if (r, c) == self.seeker else "G" if (r, c) == self.goal else "." for c in range(SIZE)
+                )
             )
         return "\n".join(rows)
