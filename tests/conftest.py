@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from rlops_demo.cluster import LocalRayCluster, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # `bench` and test helpers import as top-level packages
@@ -31,13 +28,6 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # first imported, so they are set here, before any test module imports ray.
 RAY_TOKEN = os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 os.environ["RAY_AUTH_MODE"] = "token"
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -110,84 +100,27 @@ def s3_bucket(s3_server: S3Server) -> str:
     return f"s3://{s3_server.new_bucket()}"
 
 
-@dataclass
-class RayCluster:
-    """A local Ray head started for the test session."""
-
-    address: str
-    dashboard_url: str
-    token: str
-    temp_dir: Path
-
-    @property
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    """``ray start --head`` with token auth, attached in this process with ``ray.init``.
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRayCluster]:
+    """A real local Ray head (``ray start --head --block``, token auth on), attached with ``ray.init``.
 
     Every test that needs Ray (Tune, Serve, the dashboard's Serve REST API) shares this cluster;
-    Serve applications are deleted by the tests that create them.
+    Serve applications are deleted by the tests that create them. Attributes: ``address``,
+    ``dashboard_url``, ``token``, ``auth_headers``, ``client_env()``.
     """
     import ray
 
-    # Ray's session folders need a short path (AF_UNIX socket names are limited to 107 bytes).
-    temp_dir = Path(f"/tmp/rlops-ray-{uuid.uuid4().hex[:6]}")
-    token = RAY_TOKEN
-    gcs_port, dash_port = free_port(), free_port()
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    cmd = [
-        ray_bin,
-        "start",
-        "--head",
-        f"--port={gcs_port}",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dash_port}",
-        "--num-cpus=4",
-        f"--temp-dir={temp_dir}",
-        "--disable-usage-stats",
-        "--include-dashboard=true",
-        "--block",
-    ]
-    # --block keeps the head in one process group that teardown ends, so that parallel sessions
-    # (or a developer's own cluster) are never touched the way a global `ray stop` would.
-    log = (tmp_path_factory.mktemp("ray") / "head.log").open("wb")
-    head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"127.0.0.1:{gcs_port}"
-    dashboard_url = f"http://127.0.0.1:{dash_port}"
-    _wait_http(f"{dashboard_url}/api/version", {"Authorization": f"Bearer {token}"}, timeout=120)
-    ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-    yield RayCluster(address=address, dashboard_url=dashboard_url, token=token, temp_dir=temp_dir)
+    cluster = LocalRayCluster(num_cpus=4, log_path=tmp_path_factory.mktemp("ray") / "head.log").start()
+    ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+    yield cluster
     try:
         from ray import serve
 
         serve.shutdown()
-    except Exception:  # noqa: BLE001 - best effort at teardown
+    except Exception:
         pass
     ray.shutdown()
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-    log.close()
-    shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _wait_http(url: str, headers: dict[str, str], timeout: float = 60.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5):
-                return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    cluster.stop()
 
 
 @dataclass
@@ -199,7 +132,7 @@ class ServeEndpoint:
 
 
 @pytest.fixture(scope="session")
-def serve_endpoint(ray_cluster: RayCluster) -> Iterator[ServeEndpoint]:
+def serve_endpoint(ray_cluster: LocalRayCluster) -> Iterator[ServeEndpoint]:
     """Start Ray Serve once on the shared cluster, its proxy on a free loopback port.
 
     Tests deploy applications under their own names and route prefixes and delete them afterwards.

@@ -1,0 +1,1 @@
+"""The one-machine main job: train, serve and roll out automatically on a local Ray cluster."""
