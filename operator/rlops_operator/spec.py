@@ -1,0 +1,111 @@
+"""What a PolicyRollout asks for, validated (from a custom resource's spec or from the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from workloads import storage
+
+
+class SpecError(ValueError):
+    """A PolicyRollout spec is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A RayService (KubeRay) or a bare Ray cluster's dashboard, and the deployment to update."""
+
+    application: str = "corridor"
+    deployment: str = "PolicyServer"
+    ray_service: str | None = None
+    namespace: str | None = None
+    dashboard_url: str | None = None
+    endpoint_url: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "rayservice" if self.ray_service else "dashboard"
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """The pointer to watch, where to roll it out, and the gates."""
+
+    pointer: str
+    target: TargetSpec
+    allowed_prefixes: tuple[str, ...] = ()
+    poll_interval_s: float = 10.0
+    min_metric: float | None = None
+    require_improvement: bool = False
+    rollout_timeout_s: float = 300.0
+    max_hash_bytes: int = 16 * 1024 * 1024
+    paused: bool = False
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            storage.parse_uri(self.pointer)
+            for prefix in self.allowed_prefixes:
+                storage.parse_uri(prefix)
+        except storage.StorageURIError as exc:
+            raise SpecError(str(exc)) from exc
+        if not (self.target.ray_service or self.target.dashboard_url):
+            raise SpecError("target needs rayService or dashboardUrl")
+        if self.target.ray_service and self.target.dashboard_url:
+            raise SpecError("target takes rayService or dashboardUrl, not both")
+        if self.poll_interval_s <= 0 or self.rollout_timeout_s <= 0:
+            raise SpecError("pollIntervalSeconds and rolloutTimeoutSeconds must be positive")
+        if self.max_hash_bytes < 0:
+            raise SpecError("maxHashBytes must not be negative")
+
+    @property
+    def prefixes(self) -> list[str]:
+        """Allowed checkpoint prefixes; by default the storage root above ``<root>/<channel>/pointer``."""
+        if self.allowed_prefixes:
+            return list(self.allowed_prefixes)
+        loc = storage.parse_uri(self.pointer)
+        if loc.scheme == "s3":
+            parts = loc.key.split("/")
+            return [storage.Location("s3", loc.bucket, "/".join(parts[:-2])).uri]
+        return [str(loc.path.parent.parent)]
+
+    @classmethod
+    def from_resource(
+        cls, spec: dict[str, Any], *, name: str = "", namespace: str | None = None
+    ) -> RolloutSpec:
+        """Build from a PolicyRollout's ``spec`` (camelCase keys, as in the CRD)."""
+        if not isinstance(spec, dict):
+            raise SpecError("spec must be a mapping")
+        target = spec.get("target") or {}
+        if not isinstance(target, dict):
+            raise SpecError("spec.target must be a mapping")
+        pointer = spec.get("pointer")
+        if not isinstance(pointer, str) or not pointer.strip():
+            raise SpecError("spec.pointer is required")
+        try:
+            min_metric = spec.get("minMetric")
+            return cls(
+                pointer=pointer.strip(),
+                target=TargetSpec(
+                    application=str(target.get("application") or "corridor"),
+                    deployment=str(target.get("deployment") or "PolicyServer"),
+                    ray_service=target.get("rayService") or None,
+                    namespace=namespace,
+                    dashboard_url=target.get("dashboardUrl") or None,
+                    endpoint_url=target.get("endpointUrl") or None,
+                ),
+                allowed_prefixes=tuple(str(p) for p in spec.get("allowedPrefixes") or ()),
+                poll_interval_s=float(spec.get("pollIntervalSeconds", 10)),
+                min_metric=None if min_metric is None else float(min_metric),
+                require_improvement=bool(spec.get("requireImprovement", False)),
+                rollout_timeout_s=float(spec.get("rolloutTimeoutSeconds", 300)),
+                max_hash_bytes=int(spec.get("maxHashBytes", 16 * 1024 * 1024)),
+                paused=bool(spec.get("paused", False)),
+                name=name,
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, SpecError):
+                raise
+            raise SpecError(f"invalid spec: {exc}") from exc

@@ -1,0 +1,105 @@
+"""Where a checkpoint goes live: the common interface and the endpoint's ``/metadata`` probe."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class TargetError(Exception):
+    """The target could not be read or updated right now (retried on the next poll)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class TargetMissing(TargetError):
+    """The target (RayService, Serve application) does not exist."""
+
+
+@dataclass(frozen=True)
+class Health:
+    """``state`` is ``healthy``, ``pending`` or ``failed``; ``detail`` says why."""
+
+    state: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a checkpoint came from, recorded on the target when it goes live."""
+
+    checkpoint_uri: str
+    metric_name: str = ""
+    metric_value: float | None = None
+    experiment: str = ""
+    trial_id: str = ""
+    promoted_at: str = ""
+    rollout: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Target(Protocol):
+    """A Serve deployment whose ``user_config.checkpoint_uri`` the engine changes."""
+
+    def describe(self) -> str:
+        """A short human name for logs and events."""
+        ...
+
+    def current_checkpoint(self) -> str | None:
+        """The checkpoint URI the target's config names now."""
+        ...
+
+    def apply(self, checkpoint_uri: str, lineage: Lineage) -> None:
+        """Change only the deployment's checkpoint URI."""
+        ...
+
+    def health(self, checkpoint_uri: str) -> Health:
+        """Whether the application runs the config that names ``checkpoint_uri`` and is healthy."""
+        ...
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What the endpoint's ``/metadata`` says: the live URI and the last failed swap, if any."""
+
+    checkpoint_uri: str | None
+    failed_uri: str | None
+    error: str | None
+
+
+def http_json(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> Any:
+    """One JSON request with urllib; raises urllib.error.HTTPError / URLError / OSError."""
+    data = None if body is None else json.dumps(body).encode()
+    hdrs = {"Accept": "application/json", **(headers or {})}
+    if data is not None:
+        hdrs["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw.strip() else None
+
+
+def probe_metadata(endpoint_url: str, timeout: float = 3.0) -> Metadata | None:
+    """GET ``<endpoint>/metadata``; None when the endpoint cannot be reached or answers garbage."""
+    try:
+        body = http_json("GET", endpoint_url.rstrip("/") + "/metadata", timeout=timeout)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    last = body.get("last_error")
+    failed = last.get("checkpoint_uri") if isinstance(last, dict) else None
+    error = last.get("error") if isinstance(last, dict) else None
+    return Metadata(body.get("checkpoint_uri"), failed, error)
