@@ -27,7 +27,7 @@ test: install tools
 	$(PY) -m pytest -ra
 
 demo: install
-	$(PY) -m workloads.demo
+	$(PY) -m rlops_demo
 
 bench: install
 	$(PY) -m bench.report
