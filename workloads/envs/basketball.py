@@ -149,7 +149,12 @@ def base_stock_level(params: NewsvendorParams, demand_mean: float | None = None)
     """
     mean = params.demand_mean if demand_mean is None else demand_mean
     underage = params.price - params.cost + params.stockout_penalty
+    if underage <= 0:
+        return 0  # a sale is worth no more than the ball costs: stocking up never pays
     ratio = underage / (underage + params.holding_cost)
+    if ratio >= 1.0:
+        # No overage cost: the quantile is unbounded, so order as much as the policy ever can.
+        return params.max_order * (params.lead_time + 1)
     return int(poisson.ppf(ratio, mean * (params.lead_time + 1)))
 
 
