@@ -63,6 +63,11 @@ def build_target(spec: RolloutSpec) -> Target:
     return DashboardTarget(t.dashboard_url, t.application, t.deployment)
 
 
+# Events for these decisions carry the decision as their reason (the cause is in the message);
+# refusals and errors carry their cause (PointerMissing, CheckpointInvalid, StorageUnreachable, ...).
+_KIND_REASONS = {"Applied", "Promoted", "RolledBack", "Failed", "Paused", "Resumed", "Recovered"}
+
+
 def _post(body: Any, kind: str, reason: str, message: str, warning: bool) -> None:
     kopf.event(body, type="Warning" if warning else "Normal", reason=reason or kind, message=message[:1000])
 
@@ -113,4 +118,5 @@ def tick(
         log = logger.warning if decision.warning else logger.info
         log("%s: %s", decision.kind, decision.message)
         if decision.kind != "AlreadyLive":
-            _post(body, decision.kind, decision.reason, decision.message, decision.warning)
+            reason = decision.kind if decision.kind in _KIND_REASONS else decision.reason
+            _post(body, decision.kind, reason, decision.message, decision.warning)

@@ -28,12 +28,17 @@ VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 
 @dataclass
 class Fault:
-    """Answer the next ``times`` requests with this method on this plural with ``status``."""
+    """Answer the next ``times`` requests with this method on this plural with ``status``.
+
+    Only requests whose User-Agent contains ``agent`` count (by default the Kubernetes Python client's,
+    which the operator's targets use), so the test's own reads are not affected.
+    """
 
     method: str
     plural: str
     status: int
     times: int
+    agent: str = "OpenAPI-Generator"
 
 
 class StrictEmulator(KubernetesEmulator):
@@ -46,10 +51,15 @@ class StrictEmulator(KubernetesEmulator):
         self.faults_lock = threading.Lock()
         self.spec_patches: list[tuple[str, str, dict[str, Any]]] = []
 
-    def _take_fault(self, method: str, plural: str) -> Fault | None:
+    def _take_fault(self, method: str, plural: str, agent: str) -> Fault | None:
         with self.faults_lock:
             for fault in self.faults:
-                if fault.method == method and fault.plural == plural and fault.times > 0:
+                if (
+                    fault.method == method
+                    and fault.plural == plural
+                    and fault.times > 0
+                    and fault.agent in agent
+                ):
                     fault.times -= 1
                     return fault
         return None
@@ -57,7 +67,8 @@ class StrictEmulator(KubernetesEmulator):
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
         res = request.resource
         if res is not None:
-            fault = self._take_fault(str(request.method.value).upper(), res.plural)
+            agent = str(request.headers.get("User-Agent", ""))
+            fault = self._take_fault(str(request.method.value).upper(), res.plural, agent)
             if fault is not None:
                 return await self._render_error(
                     KubernetesError(
@@ -86,6 +97,8 @@ class StrictEmulator(KubernetesEmulator):
             elif request.action == action.CREATE and data is not None:
                 meta = data.setdefault("metadata", {})
                 meta["resourceVersion"] = str(next(self.rv_counter))
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = f"{meta['generateName']}{meta['resourceVersion']}"
                 meta.setdefault("generation", 1)
                 meta.setdefault("uid", f"uid-{meta['resourceVersion']}")
                 meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
