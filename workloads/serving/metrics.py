@@ -1,0 +1,59 @@
+"""The server's metrics, exported through ``ray.serve.metrics`` (Ray's Prometheus endpoint on each node)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServerMetrics:
+    """Requests, errors by kind, actions by value, checkpoint swaps and loads, capture outcomes."""
+
+    def __init__(self) -> None:
+        from ray.serve import metrics
+
+        self.requests = metrics.Counter(
+            "rlops_serve_requests", description="Policy requests by shape (single, batch).", tag_keys=("shape",)
+        )
+        self.errors = metrics.Counter(
+            "rlops_serve_request_errors", description="Rejected or failed requests by kind.", tag_keys=("kind",)
+        )
+        self.actions = metrics.Counter(
+            "rlops_serve_actions", description="Served actions by value (discrete actions).", tag_keys=("action",)
+        )
+        self.swaps = metrics.Counter(
+            "rlops_serve_checkpoint_swaps",
+            description="Checkpoint loads by outcome (loaded, failed, unchanged).",
+            tag_keys=("outcome",),
+        )
+        self.load_seconds = metrics.Histogram(
+            "rlops_serve_checkpoint_load_seconds",
+            description="Time to fetch, verify and load a checkpoint.",
+            boundaries=[0.25, 0.5, 1, 2, 4, 8, 16, 32, 64],
+        )
+        self.stale = metrics.Gauge(
+            "rlops_serve_checkpoint_stale",
+            description="1 while the configured checkpoint failed to load and an older one is serving.",
+        )
+        self.capture = metrics.Counter(
+            "rlops_serve_capture_records", description="Capture records by outcome.", tag_keys=("outcome",)
+        )
+
+    def count_actions(self, actions: list[Any]) -> None:
+        counts: dict[str, int] = {}
+        for action in actions:
+            if isinstance(action, int):
+                counts[str(action)] = counts.get(str(action), 0) + 1
+        for value, n in counts.items():
+            self.actions.inc(n, tags={"action": value})
+
+
+_active: list[ServerMetrics] = []
+
+
+def activate_metrics(metrics: ServerMetrics) -> None:
+    """Make ``metrics`` the ones module-level handlers (validation errors) report to in this replica."""
+    _active[:] = [metrics]
+
+
+def active_metrics() -> ServerMetrics | None:
+    return _active[0] if _active else None
