@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.k8s.schemas import load_crd
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "rlops"
 MANIFESTS = REPO_ROOT / "manifests"
@@ -119,4 +121,4 @@ def kuberay_crd(kind: str) -> dict[str, Any]:
     path = KUBERAY_CRDS / f"ray.io_{kind.lower()}s.yaml"
     if not path.exists():
         pytest.skip(f"KubeRay CRDs not found at {KUBERAY_CRDS} (shared/kuberay-crds): schema check skipped")
-    return yaml.safe_load(path.read_text())
+    return load_crd(str(path))

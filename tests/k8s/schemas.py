@@ -46,8 +46,15 @@ def crd_version_schema(crd: dict[str, Any], version: str) -> dict[str, Any]:
 
 
 @cache
+def load_crd(path: str) -> dict[str, Any]:
+    """A CRD file, parsed once (KubeRay's are over 1 MB: the C loader when PyYAML has it)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(Path(path).read_text(), Loader=loader)
+
+
+@cache
 def _validator(path: str, version: str) -> jsonschema.Draft4Validator:
-    crd = yaml.safe_load(Path(path).read_text())
+    crd = load_crd(path)
     schema = strict_schema(crd_version_schema(crd, version))
     # The metadata of a custom resource is checked by the API server itself, not by the CRD schema.
     schema.setdefault("properties", {})["metadata"] = {"type": "object"}

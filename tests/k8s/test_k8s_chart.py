@@ -38,7 +38,7 @@ def test_helm_lint_passes_for_every_scenario(scenario: str) -> None:
 def test_every_scenario_renders_the_expected_kinds(rendered: dict[str, Rendered]) -> None:
     assert {d["kind"] for d in rendered["defaults"].docs} == {
         "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-        "Deployment", "Service", "RayJob",
+        "Deployment", "Service", "RayJob", "NetworkPolicy",
     }  # fmt: skip
     kinds = {d["kind"] for d in rendered["kind-full"].docs}
     assert {"RayJob", "RayService", "PolicyRollout", "Deployment", "Job", "Pod", "Service"} <= kinds
