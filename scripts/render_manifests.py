@@ -119,36 +119,41 @@ def render(manifest: Manifest, helm: str) -> str:
     return "".join(parts)
 
 
-def expected_files() -> dict[Path, str]:
+def expected_files(manifests: Path = MANIFESTS) -> dict[Path, str]:
     """Every generated file and its expected content."""
     helm = helm_binary()
     files: dict[Path, str] = {}
     if SERVE_CONFIG.exists():
         files[SERVE_CONFIG_COPY] = SERVE_CONFIG.read_text()
     for manifest in MANIFEST_SET:
-        files[MANIFESTS / manifest.name] = render(manifest, helm)
+        files[manifests / manifest.name] = render(manifest, helm)
     return files
+
+
+def display(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare instead of writing; exit 1 on drift")
+    parser.add_argument("--manifests-dir", type=Path, default=MANIFESTS, help="folder of the plain manifests")
     args = parser.parse_args(argv)
     if not args.check and SERVE_CONFIG.exists():
         # The copy must be fresh before rendering, since the RayService is built from it.
         SERVE_CONFIG_COPY.write_text(SERVE_CONFIG.read_text())
-    files = expected_files()
+    files = expected_files(args.manifests_dir.resolve())
     stale = [path for path, text in files.items() if not path.exists() or path.read_text() != text]
     if args.check:
         for path in stale:
-            print(f"out of date: {path.relative_to(ROOT)}", file=sys.stderr)
+            print(f"out of date: {display(path)}", file=sys.stderr)
         if stale:
             print("run: python scripts/render_manifests.py", file=sys.stderr)
         return 1 if stale else 0
-    MANIFESTS.mkdir(exist_ok=True)
+    args.manifests_dir.mkdir(exist_ok=True)
     for path in stale:
         path.write_text(files[path])
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {display(path)}")
     return 0
 
 
