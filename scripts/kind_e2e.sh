@@ -168,8 +168,11 @@ if ! "${KUBECTL[@]}" -n "$NS" get secret rlops-s3 >/dev/null 2>&1; then
     --from-literal=AWS_SECRET_ACCESS_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(24))')" >/dev/null
 fi
 
-log "installing the chart (operator, MinIO, first training run)"
+log "installing the chart: operator and MinIO (the bucket Job runs after install)"
 "${HELM[@]}" upgrade --install "$RELEASE" charts/rlops -n "$NS" -f charts/rlops/values-kind.yaml \
+  --set training.enabled=false --wait --timeout 10m
+log "first training run"
+"${HELM[@]}" upgrade "$RELEASE" charts/rlops -n "$NS" -f charts/rlops/values-kind.yaml \
   --set training.runName=kind-1 --wait --timeout 10m
 
 # ---- 4. first training -----------------------------------------------------------------------
