@@ -37,29 +37,26 @@ DEPLOYMENT = "PolicyServer"
 
 def _train(storage: str, name: str, iters: int, seed: int) -> tuple[RoundSummary, object]:
     """Run one training round through the training job's Python API and promote its best checkpoint."""
-    from workloads.train_job import TrainSettings, run_training
+    from workloads.train_job import run_training
+    from workloads.training.settings import build_settings
 
     started = time.monotonic()
-    settings = TrainSettings(
-        env="corridor",
-        preset="tutorial",
-        storage=storage,
-        name=name,
-        stop_iters=iters,
-        num_samples=1,
-        promote=True,
-        channel=APP_NAME,
-        seed=seed,
-    )
-    outcome = run_training(settings)
-    curves = sorted(Path(storage, name).glob("*.png"))
+    overrides = {
+        "storage": storage,
+        "name": name,
+        "stop": {"iters": iters},
+        "promote": True,
+        "channel": APP_NAME,
+        "seed": seed,
+    }
+    outcome = run_training(build_settings(preset="tutorial", overrides=overrides))
     summary = RoundSummary(
         name=name,
         checkpoint_uri=outcome.best_checkpoint_uri,
         metric=outcome.metric_value,
         promoted=outcome.promoted,
         seconds=time.monotonic() - started,
-        curves_png=str(curves[0]) if curves else None,
+        curves_png=outcome.curves_uri,
     )
     return summary, outcome
 

@@ -18,6 +18,8 @@ def test_cluster_runs_tasks_and_dashboard_requires_token(ray_cluster):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=10)
     assert info.value.code in (401, 403)
-    req = urllib.request.Request(f"{ray_cluster.dashboard_url}/api/serve/applications/", headers=ray_cluster.auth_headers)
+    req = urllib.request.Request(
+        f"{ray_cluster.dashboard_url}/api/serve/applications/", headers=ray_cluster.auth_headers
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 200
