@@ -198,7 +198,8 @@ in_cluster_python e2e-load "$(cat tests/k8s/kind_load.py)" \
 "${KUBECTL[@]}" -n "$NS" wait pod/e2e-load --for=jsonpath='{.status.phase}'=Running --timeout=120s
 log "second training run (a new RayJob from the same chart template)"
 "${HELM[@]}" template "$RELEASE" charts/rlops -n "$NS" -f charts/rlops/values-kind.yaml \
-  --set training.runName=kind-2 --show-only templates/rayjob.yaml | "${KUBECTL[@]}" create -f -
+  --set training.runName=kind-2 --set 'training.extraArgs={--force}' --show-only templates/rayjob.yaml \
+  | "${KUBECTL[@]}" create -f -
 wait_rayjob rlops-train-kind-2 1800
 SECOND=$(read_pointer "$CHANNEL_POINTER")
 [[ "$SECOND" == s3://rlops/experiments/kind-2/* ]] || die "pointer names $SECOND, not a kind-2 checkpoint"

@@ -128,6 +128,7 @@ def test_rayjob_entrypoint_runs_the_training_cli(rendered: dict[str, Rendered]) 
     assert flags["--name"] == "run-1"
     assert flags["--num-gpus-per-learner"] == "1"
     assert "--promote" in argv and argv[argv.index("--promote") + 1] == "--channel"
+    assert "--autoscaler" in argv  # workers start at zero: the autoscaler adds them
     kind_argv = shlex.split(rayjob(rendered, "kind-full")["spec"]["entrypoint"])
     assert kind_argv[kind_argv.index("--num-gpus-per-learner") + 1] == "0"
 
