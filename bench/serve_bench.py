@@ -14,7 +14,7 @@ from typing import Any
 TUTORIAL = {"lr": 0.01, "fcnet_hiddens": [20, 20], "rollout_fragment_length": 10, "train_batch": 400}
 
 
-def corridor_config(seed: int = 0) -> Any:
+def corridor_config(seed: int = 0, num_env_runners: int = 1) -> Any:
     """PPOConfig for the corridor with the reference tutorial's settings (new API stack, torch)."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
@@ -22,14 +22,18 @@ def corridor_config(seed: int = 0) -> Any:
         PPOConfig()
         .environment("corridor")
         .framework("torch")
-        .env_runners(num_env_runners=1, rollout_fragment_length=TUTORIAL["rollout_fragment_length"])
+        .env_runners(
+            num_env_runners=num_env_runners, rollout_fragment_length=TUTORIAL["rollout_fragment_length"]
+        )
         .training(lr=TUTORIAL["lr"], train_batch_size_per_learner=TUTORIAL["train_batch"])
         .rl_module(model_config={"fcnet_hiddens": TUTORIAL["fcnet_hiddens"], "vf_share_layers": True})
         .debugging(seed=seed)
     )
 
 
-def train_corridor_checkpoints(root: Path, *, iterations: int = 10, early_at: int = 2) -> dict[str, str]:
+def train_corridor_checkpoints(
+    root: Path, *, iterations: int = 10, early_at: int = 2, num_env_runners: int = 1
+) -> dict[str, str]:
     """Train PPO on the corridor (Ray must be initialised) and save two manifested checkpoints.
 
     Returns ``{"early": uri, "final": uri}``: the policy after ``early_at`` iterations and after
@@ -41,7 +45,7 @@ def train_corridor_checkpoints(root: Path, *, iterations: int = 10, early_at: in
     from workloads.envs import register_with_ray
 
     register_with_ray()
-    algo = PPO(config=corridor_config())
+    algo = PPO(config=corridor_config(num_env_runners=num_env_runners))
     out: dict[str, str] = {}
     try:
         for i in range(1, iterations + 1):
@@ -65,3 +69,490 @@ def train_corridor_checkpoints(root: Path, *, iterations: int = 10, early_at: in
     finally:
         algo.stop()
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The compared servers. Each is a Serve app builder (import path + args) or, for the bare baseline, a
+# uvicorn factory; all serve `{"state": [x]}` -> `{"action": a}` with the same trained RLModule.
+# --------------------------------------------------------------------------------------------------
+
+
+def build_rllib_example(args: dict[str, str]) -> Any:
+    """RLlib's own pattern (rllib/examples/ray_serve): RLModule from its checkpoint, one request at a time."""
+    import json
+
+    import numpy as np
+    import torch
+    from ray import serve
+    from ray.rllib.core import Columns
+    from ray.rllib.core.rl_module.rl_module import RLModule
+    from starlette.requests import Request
+
+    @serve.deployment(name="RLlibExample", ray_actor_options={"num_cpus": 0.5})
+    class RLlibExample:
+        def __init__(self, rl_module_checkpoint: str) -> None:
+            self.rl_module = RLModule.from_checkpoint(rl_module_checkpoint)
+
+        async def __call__(self, request: Request) -> dict[str, int]:
+            body = json.loads((await request.body()).decode("utf-8"))
+            obs = body["state"] if "state" in body else body["observation"]
+            out = self.rl_module.forward_inference(
+                batch={"obs": torch.from_numpy(np.array([obs], np.float32))}
+            )
+            return {"action": int(np.argmax(out[Columns.ACTION_DIST_INPUTS][0]))}
+
+    module_dir = str(Path(args["checkpoint"], "learner_group", "learner", "rl_module", "default_policy"))
+    return RLlibExample.bind(module_dir)
+
+
+def build_tutorial(args: dict[str, str]) -> Any:
+    """The reference tutorial's pattern: a full Algorithm restored in every replica, no batching."""
+    import torch
+    from ray import serve
+    from starlette.requests import Request
+
+    @serve.deployment(name="TutorialPolicy", ray_actor_options={"num_cpus": 0.5})
+    class TutorialPolicy:
+        def __init__(self, checkpoint: str) -> None:
+            from ray.rllib.algorithms.algorithm import Algorithm
+
+            from workloads.envs import register_with_ray
+
+            register_with_ray()
+            started = time.perf_counter()
+            self.algo = Algorithm.from_checkpoint(checkpoint)
+            self.load_seconds = time.perf_counter() - started
+            self.count = 0
+
+        async def __call__(self, request: Request) -> dict[str, Any]:
+            body = await request.json()
+            self.count += 1
+            module = self.algo.get_module()
+            with torch.no_grad():
+                out = module.forward_inference({"obs": torch.tensor([body["state"]], dtype=torch.float32)})
+            logits = out["action_dist_inputs"]
+            action = int(torch.distributions.Categorical(logits=logits).sample()[0])
+            return {"action": action, "count": self.count, "load_seconds": self.load_seconds}
+
+    return TutorialPolicy.bind(args["checkpoint"])
+
+
+def make_bare_app() -> Any:
+    """A bare uvicorn + FastAPI process with the same policy code (``uvicorn --factory``)."""
+    import os
+
+    import torch
+    from fastapi import FastAPI
+
+    from workloads.serving.api import ActRequest, parse_observation
+    from workloads.serving.policy import load_policy
+
+    torch.set_num_threads(1)
+    policy = load_policy(os.environ["RLOPS_BENCH_CHECKPOINT"])
+    app = FastAPI()
+    state = {"count": 0}
+
+    @app.api_route("/", methods=["GET", "POST"])
+    async def act(body: ActRequest) -> dict[str, Any]:
+        obs = parse_observation(body.single, policy.observation_space, "state")
+        result = policy.act([obs], explore=not body.deterministic)[0]
+        state["count"] += 1
+        return {"action": result.action, "count": state["count"]}
+
+    return app
+
+
+# --------------------------------------------------------------------------------------------------
+# Cluster, deployment and load generation.
+# --------------------------------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FAST_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cluster:
+    """A private ``ray start --head`` (token auth) with extra env vars, attached with ``ray.init``."""
+
+    def __init__(self, extra_env: dict[str, str], num_cpus: int = 4) -> None:
+        import os
+        import secrets
+        import subprocess
+        import sys
+        import uuid
+
+        self.token = os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        os.environ["RAY_AUTH_MODE"] = "token"
+        self.temp_dir = Path(f"/tmp/rlops-bench-{uuid.uuid4().hex[:6]}")
+        self.gcs_port, self.dash_port, self.http_port = free_port(), free_port(), free_port()
+        env = dict(os.environ, **extra_env, RAY_USAGE_STATS_ENABLED="0")
+        if extra_env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+            ha_dir = self.temp_dir / "haproxy"
+            env.update(
+                RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(ha_dir / "haproxy.cfg"),
+                RAY_SERVE_HAPROXY_SOCKET_PATH=str(ha_dir / "admin.sock"),
+                RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(ha_dir),
+                RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(ha_dir / "server-state"),
+                RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
+                RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
+            )
+        cmd = [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            "--block",
+            f"--port={self.gcs_port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dash_port}",
+            f"--num-cpus={num_cpus}",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+        ]
+        self.log = (Path("/tmp") / f"{self.temp_dir.name}.log").open("wb")
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT
+        )
+        self.dashboard = f"http://127.0.0.1:{self.dash_port}"
+        self.headers = {"Authorization": f"Bearer {self.token}"}
+        _wait_http(f"{self.dashboard}/api/version", self.headers, timeout=180)
+        import ray
+
+        ray.init(address=f"127.0.0.1:{self.gcs_port}", logging_level="WARNING", log_to_driver=False)
+        self.apps: list[dict[str, Any]] = []
+
+    def deploy(self, app: dict[str, Any], timeout: float = 300.0) -> float:
+        """Add or replace one app (a declarative PUT, as KubeRay does); wait until RUNNING; return seconds."""
+        import httpx
+
+        self.apps = [a for a in self.apps if a["name"] != app["name"]] + [app]
+        body = {"http_options": {"host": "127.0.0.1", "port": self.http_port}, "applications": self.apps}
+        started = time.perf_counter()
+        resp = httpx.put(
+            f"{self.dashboard}/api/serve/applications/", json=body, headers=self.headers, timeout=60
+        )
+        resp.raise_for_status()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = httpx.get(f"{self.dashboard}/api/serve/applications/", headers=self.headers, timeout=30)
+            info = status.json().get("applications", {}).get(app["name"], {})
+            if info.get("status") == "RUNNING":
+                return time.perf_counter() - started
+            if info.get("status") in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise RuntimeError(f"{app['name']}: {info.get('message')}")
+            time.sleep(0.2)
+        raise TimeoutError(f"{app['name']} not RUNNING after {timeout}s")
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}/{name}"
+
+    def stop(self) -> None:
+        import os
+        import shutil
+        import signal
+
+        import ray
+
+        ray.shutdown()
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        except Exception:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _wait_http(url: str, headers: dict[str, str], timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url, headers=headers, timeout=5).raise_for_status()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def app_configs(checkpoint: str) -> dict[str, dict[str, Any]]:
+    """Serve app configs for the three Serve-based servers."""
+    bench_env = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
+    return {
+        "rlops": {
+            "name": "rlops",
+            "route_prefix": "/rlops",
+            "import_path": "workloads.serve_app:app",
+            "deployments": [{"name": "PolicyServer", "user_config": {"checkpoint_uri": checkpoint}}],
+        },
+        "rllib_example": {
+            "name": "rllib_example",
+            "route_prefix": "/rllib_example",
+            "import_path": "bench.serve_bench:build_rllib_example",
+            "args": {"checkpoint": checkpoint},
+            "runtime_env": bench_env,
+        },
+        "tutorial": {
+            "name": "tutorial",
+            "route_prefix": "/tutorial",
+            "import_path": "bench.serve_bench:build_tutorial",
+            "args": {"checkpoint": checkpoint},
+            "runtime_env": bench_env,
+        },
+    }
+
+
+WRK_SCRIPT = (
+    'wrk.method = "POST"\nwrk.body = \'{"state": [1]}\'\nwrk.headers["Content-Type"] = "application/json"\n'
+)
+
+
+def _ms(text: str) -> float:
+    import re
+
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not match:
+        raise ValueError(f"cannot parse wrk latency {text!r}")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def run_wrk(url: str, connections: int, duration: float) -> dict[str, Any]:
+    """One wrk run (loopback only); req/s, p50/p99 in ms, errors."""
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    if not url.startswith("http://127.0.0.1:"):
+        raise ValueError("the benchmark only loads loopback servers")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(WRK_SCRIPT)
+        script = fh.name
+    threads = 1 if connections == 1 else 2
+    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, url + "/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return {
+        "rps": round(rps, 1),
+        "p50_ms": round(p50, 2),
+        "p99_ms": round(p99, 2),
+        "requests": total,
+        "errors": errors,
+    }
+
+
+def measure(url: str, duration: float) -> dict[str, Any]:
+    """Warm up, then c=1 and c=16."""
+    import httpx
+
+    for _ in range(20):
+        httpx.post(url + "/", json={"state": [1]}, timeout=60).raise_for_status()
+    run_wrk(url, 16, 2)
+    return {"c1": run_wrk(url, 1, duration), "c16": run_wrk(url, 16, duration)}
+
+
+def swap_times(cluster: Cluster, checkpoints: list[str], rounds: int = 3) -> list[dict[str, float]]:
+    """Reconfigure the rlops app between checkpoints; time until /metadata names the new one."""
+    import httpx
+
+    out = []
+    for i in range(rounds):
+        target = checkpoints[i % len(checkpoints)]
+        app = app_configs(target)["rlops"]
+        started = time.perf_counter()
+        cluster.deploy(app)
+        while True:
+            meta = httpx.get(cluster.url("rlops") + "/metadata", timeout=30).json()
+            if meta["checkpoint_uri"] == target:
+                break
+            time.sleep(0.05)
+        out.append({"seconds": round(time.perf_counter() - started, 3), "load_seconds": meta["load_seconds"]})
+    return out
+
+
+def bench_serve_mode(mode: str, checkpoint: str, other: str, duration: float) -> dict[str, Any]:
+    """Start a cluster in ``mode`` (default proxy or fast ingress), deploy the three apps and measure."""
+    import httpx
+
+    cluster = Cluster(FAST_INGRESS_ENV if mode == "fast_ingress" else {})
+    try:
+        results: dict[str, Any] = {}
+        for name, app in app_configs(checkpoint).items():
+            cold = cluster.deploy(app)
+            results[name] = {"cold_start_s": round(cold, 2), **measure(cluster.url(name), duration)}
+            if name == "rlops":
+                meta = httpx.get(cluster.url(name) + "/metadata", timeout=30).json()
+                results[name]["checkpoint_load_s"] = meta["load_seconds"]
+            if name == "tutorial":
+                body = httpx.post(cluster.url(name) + "/", json={"state": [1]}, timeout=30).json()
+                results[name]["checkpoint_load_s"] = round(body["load_seconds"], 3)
+        results["rlops"]["swaps"] = swap_times(cluster, [other, checkpoint])
+        return results
+    finally:
+        cluster.stop()
+
+
+def bench_bare(checkpoint: str, duration: float) -> dict[str, Any]:
+    import os
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = dict(os.environ, RLOPS_BENCH_CHECKPOINT=checkpoint, PYTHONPATH=str(REPO_ROOT))
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "bench.serve_bench:make_bare_app"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/docs", {}, timeout=180)
+        cold = time.perf_counter() - started
+        return {"cold_start_s": round(cold, 2), **measure(f"http://127.0.0.1:{port}", duration)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------------------------------
+# Report.
+# --------------------------------------------------------------------------------------------------
+
+LABELS = {
+    "rlops_fast_ingress": "this app, direct ingress + HAProxy",
+    "rlops_default_proxy": "this app, default Serve proxy",
+    "bare_fastapi": "bare uvicorn + FastAPI (same RLModule + connectors)",
+    "rllib_example_fast_ingress": "RLlib Serve example pattern, direct ingress + HAProxy",
+    "rllib_example_default_proxy": "RLlib Serve example pattern, default proxy",
+    "tutorial_fast_ingress": "tutorial pattern (Algorithm per replica), direct ingress + HAProxy",
+    "tutorial_default_proxy": "tutorial pattern (Algorithm per replica), default proxy",
+}
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """Ratios and target checks against the bare FastAPI baseline of the same run."""
+    bare = results["servers"]["bare_fastapi"]
+    ours = results["servers"]["rlops_fast_ingress"]
+    return {
+        "c16_throughput_vs_bare": round(ours["c16"]["rps"] / bare["c16"]["rps"], 2),
+        "c1_throughput_vs_bare": round(ours["c1"]["rps"] / bare["c1"]["rps"], 2),
+        "targets": {
+            "c16_at_least_1.5x_bare": ours["c16"]["rps"] >= 1.5 * bare["c16"]["rps"],
+            "c16_p99_at_most_30ms": ours["c16"]["p99_ms"] <= 30.0,
+            "c1_p50_at_most_6ms": ours["c1"]["p50_ms"] <= 6.0,
+        },
+    }
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    bare = results["servers"]["bare_fastapi"]
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"Run at {results['started_at']} on {results['machine']['cpus']} CPUs; load average before/after: "
+        f"{results['machine']['loadavg_before']} / {results['machine']['loadavg_after']} "
+        "(other work on the machine shares the CPUs; re-run `python -m bench.serve_bench` when it is idle).",
+        f'Load generator: wrk, {results["duration_s"]} s per point, body `{{"state": [1]}}`, loopback only.',
+        "",
+        "| server | req/s @1 | p50 ms @1 | p99 ms @1 | req/s @16 | p50 ms @16 | p99 ms @16 | x bare @16 "
+        "| errors | cold start s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in LABELS.items():
+        row = results["servers"].get(key)
+        if row is None:
+            continue
+        c1, c16 = row["c1"], row["c16"]
+        ratio = c16["rps"] / bare["c16"]["rps"]
+        lines.append(
+            f"| {label} | {c1['rps']} | {c1['p50_ms']} | {c1['p99_ms']} | {c16['rps']} | {c16['p50_ms']} | "
+            f"{c16['p99_ms']} | {ratio:.2f} | {c1['errors'] + c16['errors']} | {row['cold_start_s']} |"
+        )
+    summary = results["summary"]
+    lines += ["", "Targets (this app with direct ingress + HAProxy):", ""]
+    for name, ok in summary["targets"].items():
+        lines.append(f"- {name}: {'met' if ok else 'NOT met'}")
+    lines += ["", "Checkpoint load and hot-swap (this app):", ""]
+    for mode in ("fast_ingress", "default_proxy"):
+        row = results["servers"].get(f"rlops_{mode}")
+        if row:
+            swaps = ", ".join(f"{s['seconds']} s (load {s['load_seconds']} s)" for s in row["swaps"])
+            lines.append(
+                f"- {mode}: replica cold start {row['cold_start_s']} s (checkpoint fetch+verify+load "
+                f"{row['checkpoint_load_s']} s); swaps until /metadata names the new checkpoint: {swaps}"
+            )
+    tut = results["servers"].get("tutorial_default_proxy")
+    if tut:
+        lines.append(
+            f"- tutorial pattern: Algorithm.from_checkpoint per replica {tut['checkpoint_load_s']} s"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the whole benchmark; write ``bench/results/serve.json`` and ``serve.md``; return the results."""
+    import argparse
+    import json
+    import os
+    from datetime import UTC, datetime
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk measurement")
+    parser.add_argument(
+        "--checkpoint", help="an existing manifested corridor checkpoint (default: train one)"
+    )
+    parser.add_argument("--other-checkpoint", help="a second checkpoint for swap timing")
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"))
+    args = parser.parse_args(argv)
+
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "duration_s": args.duration,
+        "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in os.getloadavg()]},
+        "servers": {},
+    }
+    checkpoint, other = args.checkpoint, args.other_checkpoint
+    if checkpoint is None:
+        import tempfile
+
+        cluster = Cluster({})
+        try:
+            trained = train_corridor_checkpoints(Path(tempfile.mkdtemp(prefix="rlops-bench-ck-")))
+        finally:
+            cluster.stop()
+        checkpoint, other = trained["final"], trained["early"]
+    results["checkpoint"] = checkpoint
+    results["servers"]["bare_fastapi"] = bench_bare(checkpoint, args.duration)
+    for mode in ("fast_ingress", "default_proxy"):
+        for name, row in bench_serve_mode(mode, checkpoint, other or checkpoint, args.duration).items():
+            results["servers"][f"{name}_{mode}"] = row
+    results["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    results["summary"] = summarize(results)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serve.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "serve.md").write_text(to_markdown(results))
+    print(to_markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,6 @@ the replica has no policy at all (a cold start with a bad checkpoint): Serve the
 as failed with that message instead of serving nothing.
 """
 
-
 import asyncio
 import logging
 import os
@@ -47,11 +46,13 @@ class ServeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint_uri: str = Field(..., min_length=1, description="Checkpoint directory (s3://... or a path).")
-    allowed_prefixes: list[str] = Field(default_factory=list, description="If set, checkpoints must lie below one.")
+    allowed_prefixes: list[str] = Field(
+        default_factory=list, description="If set, checkpoints must lie below one of these."
+    )
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
     max_batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="@serve.batch size for single requests.")
     batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0)
-    max_request_batch: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH, description="Most observations per request.")
+    max_request_batch: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH, description="Observations per request.")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -92,9 +93,13 @@ def _classify(errors: Any) -> RequestError:
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     field = loc[0] if loc else None
     if "json_invalid" in kinds:
-        return RequestError(400, "invalid_json", f"body is not valid JSON: {first.get('ctx', {}).get('error', '')}")
+        return RequestError(
+            400, "invalid_json", f"body is not valid JSON: {first.get('ctx', {}).get('error', '')}"
+        )
     if not loc and kinds & {"missing", "model_attributes_type", "dict_type"}:
-        return RequestError(400, "invalid_json", "the body must be a JSON object (Content-Type: application/json)")
+        return RequestError(
+            400, "invalid_json", "the body must be a JSON object (Content-Type: application/json)"
+        )
     if "finite_number" in kinds:
         return RequestError(422, "not_finite", f"{field}: NaN or infinity is not an observation", field)
     if "too_long" in kinds:
@@ -102,7 +107,9 @@ def _classify(errors: Any) -> RequestError:
     if field in ("state", "observation", "observations") and len(loc) > 1:
         what = "a list of observations" if field == "observations" else "a number or a list of numbers"
         return RequestError(422, "type", f"{field}: expected {what}", field)
-    return RequestError(422, str(first.get("type", "invalid")), f"{field or 'body'}: {first.get('msg')}", field)
+    return RequestError(
+        422, str(first.get("type", "invalid")), f"{field or 'body'}: {first.get('msg')}", field
+    )
 
 
 def _server_metrics_error(request: Request, kind: str) -> None:
@@ -216,7 +223,7 @@ class PolicyServer:
         except PolicyLoadError as exc:
             self._fail(settings.checkpoint_uri, str(exc))
             return
-        except Exception as exc:  # noqa: BLE001 - anything else while loading is a failed load too
+        except Exception as exc:
             self._fail(settings.checkpoint_uri, f"{type(exc).__name__}: {exc}")
             return
         self._policy = policy  # the swap: one assignment; running batches hold the old object
@@ -251,9 +258,7 @@ class PolicyServer:
             log.error("no policy to serve: checkpoint %s failed: %s", uri, error)
             raise RuntimeError(f"cannot serve: checkpoint {uri!r} failed: {error}")
         self.metrics.stale.set(1)
-        log.error(
-            "checkpoint %s failed, still serving %s: %s", uri, self._policy.checkpoint_uri, error
-        )
+        log.error("checkpoint %s failed, still serving %s: %s", uri, self._policy.checkpoint_uri, error)
 
     def check_health(self) -> None:
         if self._policy is None:
@@ -298,11 +303,12 @@ class PolicyServer:
         if body.observations is not None:
             limit = self._settings.max_request_batch if self._settings else MAX_BATCH
             if len(body.observations) > limit:
-                raise RequestError(
-                    413, "too_large", f"observations: {len(body.observations)} given, at most {limit}", "observations"
-                )
+                message = f"observations: {len(body.observations)} given, at most {limit}"
+                raise RequestError(413, "too_large", message, "observations")
             space = policy.observation_space
-            parsed = [parse_observation(o, space, f"observations[{i}]") for i, o in enumerate(body.observations)]
+            parsed = [
+                parse_observation(o, space, f"observations[{i}]") for i, o in enumerate(body.observations)
+            ]
             results = policy.act(parsed, explore=explore, extras=extras)
             payload = _batch_payload(results, self._count, extras)
             used_uri = policy.checkpoint_uri
@@ -328,7 +334,8 @@ class PolicyServer:
     @fastapi_app.get("/healthz", summary="Liveness: a policy is loaded")
     async def healthz(self) -> dict[str, Any]:
         policy = self._require_policy()
-        return {"status": "ok", "checkpoint_uri": policy.checkpoint_uri, "stale": self._last_error is not None}
+        stale = self._last_error is not None
+        return {"status": "ok", "checkpoint_uri": policy.checkpoint_uri, "stale": stale}
 
     @fastapi_app.get("/metadata", response_model=Metadata, summary="The live checkpoint and the last failure")
     async def metadata(self) -> dict[str, Any]:

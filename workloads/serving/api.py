@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MAX_BATCH = 1024  # observations per batch request; a larger body is rejected with 413
 MAX_OBS_VALUES = 4096  # numbers per observation
 
-Number = Annotated[float, Field(allow_inf_nan=False)]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # strict: true/false are not numbers
 Observation = Number | list[Number] | list[list[Number]]
 
 
@@ -33,7 +33,7 @@ class RequestError(Exception):
 
 
 class ActRequest(BaseModel):
-    """One of ``state`` (corridor tutorial), ``observation`` (Serve + RLlib guide) or ``observations`` (batch)."""
+    """One of ``state`` (corridor tutorial), ``observation`` (Serve + RLlib guide) or ``observations``."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -70,7 +70,7 @@ class Extras(BaseModel):
 
     probabilities: list[float] | None = Field(None, description="Action probabilities (discrete actions).")
     log_prob: float | None = Field(None, description="Log-probability of the returned action.")
-    action_dist_inputs: list[float] | None = Field(None, description="The action distribution's inputs (logits).")
+    action_dist_inputs: list[float] | None = Field(None, description="Action distribution inputs (logits).")
     value: float | None = Field(None, description="The value function's estimate for the observation.")
 
 
@@ -153,7 +153,9 @@ def parse_observation(value: Any, space: Any, field: str) -> Any:
         obs = int(value)
         if not space.contains(np.int64(obs)):
             raise RequestError(
-                422, "range", f"{field}: {obs} is outside {space} ({space.start}..{space.start + space.n - 1})",
+                422,
+                "range",
+                f"{field}: {obs} is outside {space} ({space.start}..{space.start + space.n - 1})",
                 field,
             )
         return obs
@@ -165,7 +167,9 @@ def parse_observation(value: Any, space: Any, field: str) -> Any:
         except (ValueError, TypeError) as exc:
             raise RequestError(422, "shape", f"{field}: not a rectangular array of numbers", field) from exc
         if array.size > MAX_OBS_VALUES:
-            raise RequestError(413, "too_large", f"{field}: {array.size} values, at most {MAX_OBS_VALUES}", field)
+            raise RequestError(
+                413, "too_large", f"{field}: {array.size} values, at most {MAX_OBS_VALUES}", field
+            )
         if array.shape != space.shape:
             raise RequestError(
                 422, "shape", f"{field}: shape {list(array.shape)}, expected {list(space.shape)}", field

@@ -135,7 +135,7 @@ class CaptureWriter:
             uri = storage.join_uri(self.settings.root, "capture", self.app, hour, name)
             try:
                 self._put(uri, ("\n".join(lines) + "\n").encode())
-            except Exception as exc:  # noqa: BLE001 - a capture failure must never reach a request
+            except Exception as exc:  # a capture failure must never reach a request
                 self.dropped += len(lines)
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("capture: dropped %d records, write to %s failed: %s", len(lines), uri, exc)

@@ -12,13 +12,13 @@ class ServerMetrics:
         from ray.serve import metrics
 
         self.requests = metrics.Counter(
-            "rlops_serve_requests", description="Policy requests by shape (single, batch).", tag_keys=("shape",)
+            "rlops_serve_requests", description="Requests by shape (single, batch).", tag_keys=("shape",)
         )
         self.errors = metrics.Counter(
-            "rlops_serve_request_errors", description="Rejected or failed requests by kind.", tag_keys=("kind",)
+            "rlops_serve_request_errors", description="Rejected requests by kind.", tag_keys=("kind",)
         )
         self.actions = metrics.Counter(
-            "rlops_serve_actions", description="Served actions by value (discrete actions).", tag_keys=("action",)
+            "rlops_serve_actions", description="Served discrete actions by value.", tag_keys=("action",)
         )
         self.swaps = metrics.Counter(
             "rlops_serve_checkpoint_swaps",

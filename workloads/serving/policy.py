@@ -73,8 +73,9 @@ class Policy:
         from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
         episodes = []
+        obs_space = self.observation_space
         for obs in observations:
-            episode = SingleAgentEpisode(observation_space=self.observation_space, action_space=self.action_space)
+            episode = SingleAgentEpisode(observation_space=obs_space, action_space=self.action_space)
             episode.add_env_reset(observation=obs)
             episodes.append(episode)
         shared: dict[str, Any] = {}
@@ -84,7 +85,9 @@ class Policy:
             )
             out = (self.module.forward_exploration if explore else self.module.forward_inference)(batch)
             dist_inputs = out[Columns.ACTION_DIST_INPUTS]
-            values = self.module.compute_values(batch) if extras and hasattr(self.module, "compute_values") else None
+            values = None
+            if extras and hasattr(self.module, "compute_values"):
+                values = self.module.compute_values(batch)
             to_env = self.module_to_env(
                 rl_module=self.module, batch=out, episodes=episodes, explore=explore, shared_data=shared
             )
@@ -94,7 +97,9 @@ class Policy:
             self._add_extras(results, dist_inputs, to_env[Columns.ACTIONS], values, np)
         return results
 
-    def _add_extras(self, results: list[ActionResult], dist_inputs: Any, actions: Any, values: Any, np: Any) -> None:
+    def _add_extras(
+        self, results: list[ActionResult], dist_inputs: Any, actions: Any, values: Any, np: Any
+    ) -> None:
         import torch
 
         dist_cls = self.module.get_exploration_action_dist_cls()
@@ -193,6 +198,6 @@ def _load_parts(local: Path) -> tuple[Any, Any, Any]:
         module.eval()
         env_to_module = ConnectorPipelineV2.from_checkpoint(str(e2m_dir))
         module_to_env = ConnectorPipelineV2.from_checkpoint(str(m2e_dir))
-    except Exception as exc:  # noqa: BLE001 - unpickling a broken checkpoint can raise anything
+    except Exception as exc:  # unpickling a broken checkpoint can raise anything
         raise PolicyLoadError(f"load: {type(exc).__name__}: {exc}") from exc
     return module, env_to_module, module_to_env
