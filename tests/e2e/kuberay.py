@@ -1,0 +1,193 @@
+"""A stand-in for KubeRay's RayService controller, Serve part only, for the end-to-end tests.
+
+What it does, as KubeRay 1.7 does for a RayService whose cluster is already running: it watches the
+RayService objects in the Kubernetes API (here kmock's emulator, polled a few times a second), and
+when a ``spec.serveConfigV2`` changes it sends the whole config to the Ray dashboard with
+``PUT /api/serve/applications/`` (an in-place update, no new cluster). It then reads the applications'
+statuses from the dashboard and writes them into the RayService's status subresource:
+``observedGeneration``, ``activeServiceStatus.applicationStatuses.<app>.status`` with its
+``serveDeploymentStatuses``, and the ``Ready`` and ``UpgradeInProgress`` conditions.
+
+What it does not do (and no test here relies on): create or upgrade Ray clusters, pods, Services,
+or any of KubeRay's blue/green logic. Two simplifications because several tests share one real Ray
+cluster: applications that the RayService does not name are kept in the PUT (a real RayService owns
+its whole cluster), and ``Ready`` is True when every application is RUNNING (KubeRay derives it
+from the number of ready serve endpoints).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.operator.kube import EmulatedCluster, rayservice_path
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """One serveConfigV2 sent to the dashboard: which RayService, which generation, what config."""
+
+    rayservice: str
+    generation: int
+    config: dict[str, Any]
+
+
+class KubeRayStandIn:
+    """Forwards RayServices' ``serveConfigV2`` to a real Ray cluster and writes their status back."""
+
+    def __init__(
+        self,
+        kube: EmulatedCluster,
+        dashboard_url: str,
+        headers: dict[str, str],
+        namespace: str = "default",
+        interval_s: float = 0.3,
+    ) -> None:
+        self.kube = kube
+        self.dashboard_url = dashboard_url.rstrip("/")
+        self.headers = headers
+        self.namespace = namespace
+        self.interval_s = interval_s
+        self.forwarded: list[Forwarded] = []
+        self.errors: list[str] = []
+        self._applied: dict[str, str] = {}  # RayService name -> the serveConfigV2 text last sent
+        self._apps: dict[str, list[str]] = {}  # RayService name -> its application names
+        self._written: dict[str, dict[str, Any]] = {}
+        self._since: dict[tuple[str, str], tuple[str, str]] = {}  # (rs, condition) -> (status, time)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="kuberay-stand-in")
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> KubeRayStandIn:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def forwarded_for(self, rayservice: str) -> list[Forwarded]:
+        with self._lock:
+            return [f for f in self.forwarded if f.rayservice == rayservice]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync_once()
+            except Exception as exc:  # keep reconciling, as a controller does; tests read .errors
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._stop.wait(self.interval_s)
+
+    # ------------------------------------------------------------------ reconcile
+    def sync_once(self) -> None:
+        """One reconcile pass over every RayService in the namespace."""
+        listing = self.kube.get(rayservice_path(self.namespace)) or {}
+        objects = {o["metadata"]["name"]: o for o in listing.get("items", [])}
+        for name in [n for n in self._applied if n not in objects]:
+            self._forget(name)
+        if not objects:
+            return
+        details: dict[str, Any] | None = None
+        for name, obj in objects.items():
+            text = (obj.get("spec") or {}).get("serveConfigV2")
+            if not text:
+                continue
+            if self._applied.get(name) != text:
+                self._forward(name, obj, text)
+                details = None
+            if details is None:
+                details = self._details()
+            self._write_status(name, obj, details)
+
+    def _details(self) -> dict[str, Any]:
+        resp = httpx.get(f"{self.dashboard_url}/api/serve/applications/", headers=self.headers, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
+    def _put(self, config: dict[str, Any]) -> None:
+        resp = httpx.put(
+            f"{self.dashboard_url}/api/serve/applications/", json=config, headers=self.headers, timeout=60
+        )
+        if resp.status_code != 200:
+            raise RuntimeError(f"dashboard refused the config: HTTP {resp.status_code} {resp.text[:300]}")
+
+    def _others(self, details: dict[str, Any], mine: set[str]) -> list[dict[str, Any]]:
+        """Declaratively deployed applications that belong to other tests on the shared cluster."""
+        return [
+            app["deployed_app_config"]
+            for app_name, app in (details.get("applications") or {}).items()
+            if app_name not in mine and app.get("deployed_app_config")
+        ]
+
+    def _forward(self, name: str, obj: dict[str, Any], text: str) -> None:
+        config = yaml.safe_load(text)
+        apps = [a["name"] for a in config.get("applications") or []]
+        body = dict(config)
+        body["applications"] = [*self._others(self._details(), set(apps)), *config.get("applications", [])]
+        self._put(body)
+        generation = int(obj["metadata"].get("generation", 1))
+        with self._lock:
+            self._applied[name] = text
+            self._apps[name] = apps
+            self.forwarded.append(Forwarded(name, generation, config))
+
+    def _forget(self, name: str) -> None:
+        """The RayService was deleted: its applications go away (KubeRay would delete the cluster)."""
+        apps = set(self._apps.pop(name, []))
+        self._applied.pop(name, None)
+        self._written.pop(name, None)
+        details = self._details()
+        if apps & set(details.get("applications") or {}):
+            others = self._others(details, apps)
+            self._put({"http_options": details.get("http_options") or {}, "applications": others})
+
+    # ------------------------------------------------------------------ status
+    def _condition(self, name: str, ctype: str, ok: bool, reason: str, now: str) -> dict[str, str]:
+        value = "True" if ok else "False"
+        prev = self._since.get((name, ctype))
+        since = prev[1] if prev and prev[0] == value else now
+        self._since[(name, ctype)] = (value, since)
+        return {"type": ctype, "status": value, "reason": reason, "lastTransitionTime": since}
+
+    def _write_status(self, name: str, obj: dict[str, Any], details: dict[str, Any]) -> None:
+        from datetime import UTC, datetime
+
+        deployed = details.get("applications") or {}
+        statuses: dict[str, Any] = {}
+        for app_name in self._apps.get(name, []):
+            app = deployed.get(app_name)
+            if app is None:
+                continue
+            statuses[app_name] = {
+                "status": app.get("status", ""),
+                "message": app.get("message", ""),
+                "serveDeploymentStatuses": {
+                    dep: {"status": d.get("status", ""), "message": d.get("message", "")}
+                    for dep, d in (app.get("deployments") or {}).items()
+                },
+            }
+        ready = bool(statuses) and all(s["status"] == "RUNNING" for s in statuses.values())
+        ready_reason = "NonZeroServeEndpoints" if ready else "Initializing"
+        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        generation = next(f.generation for f in reversed(self.forwarded_for(name)))
+        status = {
+            "observedGeneration": generation,
+            "serviceStatus": "Running" if ready else "",
+            "activeServiceStatus": {
+                "rayClusterName": f"{name}-raycluster-standin",
+                "applicationStatuses": statuses,
+            },
+            "conditions": [
+                self._condition(name, "Ready", ready, ready_reason, now),
+                self._condition(name, "UpgradeInProgress", False, "NoPendingCluster", now),
+            ],
+        }
+        if self._written.get(name) == status:
+            return
+        self.kube.request("PATCH", rayservice_path(self.namespace, name) + "/status", {"status": status})
+        self._written[name] = status
