@@ -296,3 +296,33 @@ def test_notes_name_the_next_commands() -> None:
     assert "kubectl -n rlops get rayjob rlops-train-kind-1" in notes
     assert "helm test rlops -n rlops" in notes
     assert "kubectl -n rlops get policyrollouts" in notes
+
+
+def test_pull_secrets_and_common_labels_reach_every_object() -> None:
+    extra = ["--set", "imagePullSecrets[0].name=regcred", "--set", "commonLabels.team=rl"]
+    docs = [d for d in yaml.safe_load_all(render(*SCENARIOS["kind-full"], *extra)) if d]
+    checked = 0
+    for doc in docs:
+        if doc["kind"] != "CustomResourceDefinition":
+            assert doc["metadata"]["labels"]["team"] == "rl", doc["kind"]
+        for spec in pod_specs(doc):
+            image = spec["containers"][0]["image"]
+            if image.startswith("rlops-"):
+                assert spec.get("imagePullSecrets") == [{"name": "regcred"}], (doc["kind"], image)
+                checked += 1
+    assert checked >= 7
+
+
+def test_serve_cluster_env_and_opt_in_fast_ingress() -> None:
+    def head_env(*extra: str) -> dict[str, dict[str, Any]]:
+        only = ("--show-only", "templates/rayservice.yaml")
+        doc = yaml.safe_load(render(*SCENARIOS["kind-full"], *only, *extra))
+        spec = doc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+        return env_of(spec["containers"][0])
+
+    default = head_env()
+    assert default["RLOPS_TORCH_THREADS"]["value"] == "1"
+    assert "RAY_SERVE_ENABLE_DIRECT_INGRESS" not in default
+    fast = head_env("--set", "serve.fastIngress=true")
+    assert fast["RAY_SERVE_ENABLE_DIRECT_INGRESS"]["value"] == "1"
+    assert fast["RAY_SERVE_ENABLE_HA_PROXY"]["value"] == "1"

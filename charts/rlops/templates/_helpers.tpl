@@ -162,3 +162,16 @@ imagePullSecrets:
 authOptions:
   mode: {{ .Values.ray.authMode }}
 {{- end }}
+
+{{/* Cluster-level Serve settings of the RayService's Ray containers. */}}
+{{- define "rlops.serveEnv" -}}
+{{- if .Values.serve.fastIngress }}
+- name: RAY_SERVE_ENABLE_DIRECT_INGRESS
+  value: "1"
+- name: RAY_SERVE_ENABLE_HA_PROXY
+  value: "1"
+{{- end }}
+{{- with .Values.serve.env }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
