@@ -65,3 +65,26 @@ def test_kind_rayjob_manifest_targets_minio_and_local_images() -> None:
     env = {e["name"]: e for e in head["env"]}
     assert env["AWS_ENDPOINT_URL_S3"]["value"] == "http://rlops-minio:9000"
     assert head["image"] == "rlops-workloads:0.1.0-cpu" and head["imagePullPolicy"] == "Never"
+
+
+def test_kind_script_and_docs_name_objects_the_chart_creates() -> None:
+    """scripts/kind_e2e.sh and docs/kubernetes.md address objects by name: those names must exist."""
+    from tests.k8s.conftest import SCENARIOS, load_docs, render
+
+    names = {(d["kind"], d["metadata"]["name"]) for d in load_docs(render(*SCENARIOS["kind-full"]))}
+    for expected in [
+        ("RayJob", "rlops-train-kind-1"),
+        ("Deployment", "rlops-operator"),
+        ("RayService", "rlops-serve"),
+        ("PolicyRollout", "rlops"),
+        ("Service", "rlops-minio"),
+    ]:
+        assert expected in names
+    script = (REPO_ROOT / "scripts" / "kind_e2e.sh").read_text()
+    docs = (REPO_ROOT / "docs" / "kubernetes.md").read_text()
+    for text in (script, docs):
+        for needle in ("rlops-train-kind-", "deploy/rlops-operator", "rlops-serve", "values-kind.yaml"):
+            assert needle in text
+    # KubeRay names the Serve Service of a RayService <name>-serve-svc; the rollout and tests use it.
+    assert "rlops-serve-serve-svc" in script and "rlops-serve-serve-svc" in docs
+    assert 'KUBERAY_VERSION="1.7.0"' in script and "--version 1.7.0" in docs
