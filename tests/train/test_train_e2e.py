@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from tests.train.conftest import FAST_CORRIDOR, CliRun, run_cli, sha256_file
 from workloads import checkpoints, storage
-from workloads.training.settings import METRIC
+from workloads.training.finalize import BestCheckpoint, commit
+from workloads.training.settings import METRIC, validate
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def local_run(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CliRun]:
-    """One real run: the tutorial preset (one remote env runner), 2 iterations, promoted to its channel."""
+    """One real run: the tutorial preset (sampling in the trial actor), 2 iterations, promoted."""
     root = tmp_path_factory.mktemp("train-local")
     run = run_cli(
-        "--preset",
-        "tutorial",
+        *FAST_CORRIDOR,
         "--storage",
         str(root),
         "--name",
@@ -102,7 +103,7 @@ def test_rerun_of_a_finished_experiment_keeps_it_and_respects_the_gate(local_run
     """The same name again restores the finished experiment (nothing retrained) and commits again.
 
     The channel ``rival`` serves a checkpoint whose manifest claims a metric no run reaches, so the
-    new best does not beat it: the channel pointer stays. ``--force`` moves it.
+    new best does not beat it: the channel pointer stays.
     """
     root, first = local_run
     best = first.line_after("best checkpoint:")
@@ -116,7 +117,7 @@ def test_rerun_of_a_finished_experiment_keeps_it_and_respects_the_gate(local_run
     channel_pointer = root / "rival" / "best_checkpoint.txt"
     checkpoints.write_pointer(str(channel_pointer), str(rival_dir))
 
-    args = ("--preset", "tutorial", "--storage", str(root), "--name", "demo", "--stop-iters", "2")
+    args = (*FAST_CORRIDOR, "--storage", str(root), "--name", "demo", "--stop-iters", "2")
     again = train_cli(*args, "--promote", "--channel", "rival")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming experiment demo" in again.stdout
@@ -125,10 +126,70 @@ def test_rerun_of_a_finished_experiment_keeps_it_and_respects_the_gate(local_run
     assert "NOT promoted" in again.stdout and "does not beat" in again.stdout
     assert checkpoints.read_pointer(str(channel_pointer)) == str(rival_dir)
 
-    forced = train_cli(*args, "--promote", "--channel", "rival", "--force")
-    assert forced.returncode == 0, forced.stdout + forced.stderr
-    assert "(promoted: forced)" in forced.stdout
-    assert checkpoints.read_pointer(str(channel_pointer)) == best
+
+def _rival(root: Path, channel: str, value: float) -> Path:
+    """A channel pointer naming a small checkpoint whose manifest records ``value``."""
+    ckpt = root / f"{channel}-ckpt"
+    ckpt.mkdir()
+    (ckpt / "weights.bin").write_bytes(b"rival")
+    checkpoints.write_manifest(
+        checkpoints.build_manifest(str(ckpt), metric_name=METRIC, metric_value=value, env_id="corridor")
+    )
+    checkpoints.write_pointer(str(root / channel / "best_checkpoint.txt"), str(ckpt))
+    return ckpt
+
+
+def _commit_to(root: Path, best_uri: str, channel: str, *, force: bool = False):
+    manifest = checkpoints.read_manifest(best_uri)
+    settings = validate(
+        {
+            "env": "corridor",
+            "storage": str(root),
+            "name": "demo",
+            "stop": {"iters": 2},
+            "promote": True,
+            "channel": channel,
+            "force": force,
+        }
+    )
+    best = BestCheckpoint(best_uri, manifest.metric_value, manifest.trial_id, {"env_config": {}})
+    return commit(settings, best)
+
+
+@pytest.mark.parametrize(
+    ("live_value", "force", "promoted", "reason"),
+    [
+        (-100.0, False, True, "beats the live -100.0000"),
+        (1e6, False, False, "does not beat the live"),
+        (1e6, True, True, "forced"),
+    ],
+)
+def test_promotion_gate(local_run, live_value: float, force: bool, promoted: bool, reason: str) -> None:
+    root, run = local_run
+    best = run.line_after("best checkpoint:")
+    channel = f"gate-{int(force)}-{int(live_value)}".replace("--", "-m")
+    rival = _rival(root, channel, live_value)
+    outcome = _commit_to(root, best, channel, force=force)
+    assert outcome.promoted is promoted
+    assert reason in outcome.promotion_reason
+    live = checkpoints.read_pointer(str(root / channel / "best_checkpoint.txt"))
+    assert live == (best if promoted else str(rival))
+    assert checkpoints.read_pointer(str(root / "demo" / "best_checkpoint.txt")) == best
+
+
+def test_unreadable_channel_target_counts_as_nothing_to_beat(local_run, caplog) -> None:
+    root, run = local_run
+    best = run.line_after("best checkpoint:")
+    broken = root / "broken-ckpt"
+    broken.mkdir()
+    (broken / "rlops.json").write_text("{not json")
+    checkpoints.write_pointer(str(root / "broken" / "best_checkpoint.txt"), str(broken))
+    with caplog.at_level(logging.WARNING, logger="rlops.train"):
+        outcome = _commit_to(root, best, "broken")
+    assert outcome.promoted
+    assert "no readable manifest" in outcome.promotion_reason
+    assert any("nothing to beat" in r.getMessage() for r in caplog.records)
+    assert checkpoints.read_pointer(str(root / "broken" / "best_checkpoint.txt")) == best
 
 
 def test_s3_run_writes_checkpoint_manifest_and_pointer_to_the_bucket(

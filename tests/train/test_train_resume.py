@@ -16,7 +16,7 @@ from workloads import checkpoints
 
 pytestmark = pytest.mark.slow
 
-STOP_ITERS = 4
+STOP_ITERS = 3
 
 
 def _checkpoint_files(exp: Path) -> dict[str, set[str]]:
@@ -30,12 +30,20 @@ def _checkpoint_files(exp: Path) -> dict[str, set[str]]:
     return out
 
 
+def _snapshot_after(exp: Path, when: float) -> bool:
+    """Whether Tune's experiment state was saved after ``when`` (a file mtime)."""
+    return any(p.stat().st_mtime > when for p in exp.glob("experiment_state-*.json"))
+
+
 def _wait_for_first_checkpoint(proc: subprocess.Popen, exp: Path, timeout: float) -> dict[str, set[str]]:
+    """Wait until a checkpoint is complete and the experiment state saved since records it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = _checkpoint_files(exp)
         if found:
-            return found
+            first = min((exp / c / "rllib_checkpoint.json").stat().st_mtime for c in found)
+            if _snapshot_after(exp, first):
+                return found
         if proc.poll() is not None:
             out, err = proc.communicate()
             raise AssertionError(f"the run ended before its first checkpoint:\n{out}\n{err}")

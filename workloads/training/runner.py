@@ -76,6 +76,9 @@ def run_training(settings: TrainSettings) -> finalize.TrainOutcome:
     check_cluster_resources(settings)
     # Tune's own tables and banners off: ConciseProgress prints one line per iteration instead.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Snapshot the experiment state (which trial has which checkpoint) at least every 2 s instead of
+    # Tune's 10 s minimum, so a killed driver resumes trials from their latest checkpoints.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     tstore = tune_storage(settings.storage)
     tuner, resumed = _tuner(settings, tstore, [reporting.ConciseProgress(settings.stop.iters)])
     print(
