@@ -55,6 +55,7 @@ MANIFEST_SET: tuple[Manifest, ...] = (
             "templates/operator-rbac.yaml",
             "templates/operator-service.yaml",
             "templates/operator-deployment.yaml",
+            "templates/operator-networkpolicy.yaml",
         ),
         crds=("crds/policyrollouts.rlops.io.yaml", "crds/kopf-peerings.yaml"),
     ),
