@@ -139,6 +139,9 @@ def watch(
     duration: Annotated[
         float, typer.Option("--duration", help="Stop after this many seconds (0: run)")
     ] = 0.0,
+    max_rollouts: Annotated[
+        int, typer.Option("--max-rollouts", help="Stop after this many finished rollouts (0: run)")
+    ] = 0,
 ) -> None:
     """Watch a pointer and roll every new checkpoint out (Ctrl-C stops)."""
     spec = _spec(
@@ -157,8 +160,14 @@ def watch(
     )
     engine = Engine(spec, _target(spec))
     typer.echo(f"{_stamp()} watching {pointer} every {poll_interval:g} s -> {engine.target.describe()}")
+    finished: list[str] = []
+
+    def enough(status: dict[str, Any], decisions: list[Decision]) -> bool:
+        finished.extend(d.kind for d in decisions if d.kind in ("Promoted", "RolledBack", "Failed"))
+        return bool(max_rollouts) and len(finished) >= max_rollouts
+
     try:
-        loop.run(engine, on_decision=_printer({}), deadline_s=duration or None)
+        loop.run(engine, on_decision=_printer({}), until=enough, deadline_s=duration or None)
     except KeyboardInterrupt:
         typer.echo("stopped")
 

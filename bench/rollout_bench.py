@@ -1,0 +1,474 @@
+"""Rollout latency: from a pointer write to the Serve endpoint answering from the new checkpoint.
+
+Against a local Ray cluster (started here with token auth, or an existing one via ``--address`` and
+``--dashboard-url``): trains a few tiny corridor PPO checkpoints, deploys ``workloads.serve_app`` through
+the dashboard's Serve REST API, runs the promotion engine with a 2 s poll (as ``rlops-rollout watch``
+does) and keeps a continuous request load on the endpoint. For each promotion it records the time from
+writing ``best_checkpoint.txt`` to the first answer whose ``x-rlops-checkpoint`` header names the new
+checkpoint, and counts failed requests. The baseline in the same run is the floor: the same swap
+applied directly with ``PUT /api/serve/applications/`` (no polling, no checks).
+
+    python -m bench.rollout_bench [--promotions 6] [--poll-interval 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+APP, ROUTE = "bench-corridor", "/bench"
+
+
+# ---------------------------------------------------------------- checkpoints
+def build_ppo_checkpoints(root: str, count: int, *, experiment: str = "bench", seed: int = 7) -> list[str]:
+    """Train a tiny corridor PPO and save ``count`` checkpoints (one per iteration), each with its manifest.
+
+    Needs a Ray connection (``ray.init``). Checkpoints land in ``<root>/<experiment>/trial_0/checkpoint_N``.
+    """
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    from workloads import checkpoints, storage
+    from workloads.envs import register_with_ray
+
+    register_with_ray()
+    config = (
+        PPOConfig()
+        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
+        .environment("corridor")
+        .framework("torch")
+        .env_runners(num_env_runners=0)
+        .training(train_batch_size_per_learner=200, minibatch_size=50, num_epochs=2, lr=3e-3)
+        .rl_module(model_config={"fcnet_hiddens": [16]})
+        .debugging(seed=seed)
+    )
+    algo = config.build_algo()
+    uris: list[str] = []
+    try:
+        for i in range(count):
+            result = algo.train()
+            uri = storage.join_uri(root, experiment, "trial_0", f"checkpoint_{i:06d}")
+            algo.save_to_path(storage.parse_uri(uri).path)
+            ret = result.get("env_runners", {}).get("episode_return_mean")
+            manifest = checkpoints.build_manifest(
+                uri,
+                metric_name="env_runners/episode_return_mean",
+                metric_value=float(ret) if ret == ret and ret is not None else 0.0,
+                env_id="corridor",
+                trial_id="trial_0",
+                experiment=experiment,
+            )
+            checkpoints.write_manifest(manifest)
+            uris.append(manifest.checkpoint_uri)
+    finally:
+        algo.stop()
+    return uris
+
+
+def broken_copy(good: str, dest: str) -> str:
+    """A checkpoint with a complete, matching manifest whose model weights cannot be loaded."""
+    from workloads import checkpoints, storage
+
+    src, out = storage.parse_uri(good).path, storage.parse_uri(dest).path
+    shutil.copytree(src, out)
+    (out / checkpoints.MANIFEST_NAME).unlink()
+    for path in out.rglob("*"):
+        if path.is_file() and "rl_module" in path.parts:
+            path.write_bytes(b"these are not model weights")
+    manifest = checkpoints.build_manifest(
+        dest, metric_name="env_runners/episode_return_mean", metric_value=99.0, env_id="corridor"
+    )
+    checkpoints.write_manifest(manifest)
+    return manifest.checkpoint_uri
+
+
+# ---------------------------------------------------------------- Serve via the REST API
+def serve_request(dashboard_url: str, token: str, method: str, body: Any = None) -> Any:
+    """One call to ``/api/serve/applications/`` with the dashboard token."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        dashboard_url.rstrip("/") + "/api/serve/applications/",
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw.strip() else None
+
+
+def deploy_app(
+    dashboard_url: str,
+    token: str,
+    checkpoint_uri: str,
+    *,
+    name: str = APP,
+    route: str = ROUTE,
+    replicas: int = 1,
+) -> None:
+    """Deploy (declaratively) the policy server under ``name``, keeping other declarative apps."""
+    details = serve_request(dashboard_url, token, "GET")
+    apps = [
+        a["deployed_app_config"]
+        for n, a in (details.get("applications") or {}).items()
+        if n != name and a.get("deployed_app_config")
+    ]
+    apps.append(
+        {
+            "name": name,
+            "route_prefix": route,
+            "import_path": "workloads.serve_app:app",
+            "deployments": [
+                {
+                    "name": "PolicyServer",
+                    "num_replicas": replicas,
+                    "ray_actor_options": {"num_cpus": 0.1},
+                    "user_config": {"checkpoint_uri": checkpoint_uri},
+                }
+            ],
+        }
+    )
+    http = details.get("http_options") or {}
+    body = {"applications": apps, "http_options": {k: http[k] for k in ("host", "port") if k in http}}
+    serve_request(dashboard_url, token, "PUT", body)
+
+
+def metadata(endpoint: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(endpoint.rstrip("/") + "/metadata", timeout=5) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def wait_live(endpoint: str, uri: str, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = metadata(endpoint)
+        if meta and meta.get("checkpoint_uri") == uri:
+            return
+        time.sleep(0.25)
+    raise TimeoutError(
+        f"{endpoint} did not serve {uri} within {timeout} s (last /metadata {metadata(endpoint)})"
+    )
+
+
+# ---------------------------------------------------------------- load
+@dataclass
+class Load:
+    """Continuous requests on the endpoint; remembers when each checkpoint first answered."""
+
+    endpoint: str
+    threads: int = 2
+    ok: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    first_seen: dict[str, float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _workers: list[threading.Thread] = field(default_factory=list)
+
+    def _one(self) -> None:
+        rng = random.Random()
+        while not self._stop.is_set():
+            body = json.dumps({"state": [float(rng.choice([1, 2, 3, 5, 6]))]}).encode()
+            req = urllib.request.Request(
+                self.endpoint.rstrip("/") + "/",
+                data=body,
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    answer = json.loads(resp.read())
+                    uri = resp.headers.get("x-rlops-checkpoint", "")
+                ok = resp.status == 200 and "action" in answer
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                ok, uri = False, ""
+                with self._lock:
+                    self.errors.append(repr(exc)[:200])
+            now = time.monotonic()
+            with self._lock:
+                if ok:
+                    self.ok += 1
+                    self.first_seen.setdefault(uri, now)
+                else:
+                    self.failed += 1
+
+    def start(self) -> None:
+        for _ in range(self.threads):
+            t = threading.Thread(target=self._one, daemon=True)
+            t.start()
+            self._workers.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._workers:
+            t.join(timeout=15)
+
+    def wait_for(self, uri: str, since: float, timeout: float = 120.0) -> float:
+        """Seconds from ``since`` to the first successful answer from ``uri``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                seen = self.first_seen.get(uri)
+            if seen is not None and seen >= since:
+                return seen - since
+            time.sleep(0.02)
+        raise TimeoutError(
+            f"no answer from {uri} within {timeout} s ({self.ok} ok, {self.failed} failed, "
+            f"last errors {self.errors[-3:]}, seen {sorted(self.first_seen)})"
+        )
+
+    def forget(self, uri: str) -> None:
+        with self._lock:
+            self.first_seen.pop(uri, None)
+
+
+# ---------------------------------------------------------------- local cluster
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalCluster:
+    address: str
+    dashboard_url: str
+    token: str
+    proc: subprocess.Popen[bytes] | None
+    temp_dir: Path | None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def start_cluster() -> LocalCluster:
+    """``ray start --head --block`` with token auth on free ports (its own process group)."""
+    token = os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    gcs, dash = _free_port(), _free_port()
+    temp_dir = Path(f"/tmp/rlops-bench-{secrets.token_hex(3)}")
+    cmd = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        f"--port={gcs}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        "--num-cpus=4",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+        "--include-dashboard=true",
+        "--block",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            req = urllib.request.Request(url + "/api/version", headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(req, timeout=5):
+                break
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.5)
+    return LocalCluster(f"127.0.0.1:{gcs}", url, token, proc, temp_dir)
+
+
+# ---------------------------------------------------------------- the benchmark
+def run(cluster: LocalCluster, promotions: int, poll_interval: float, workdir: Path) -> dict[str, Any]:
+    import ray
+    from ray import serve
+    from rlops_operator import loop
+    from rlops_operator.dashboard import DashboardTarget
+    from rlops_operator.engine import Engine
+    from rlops_operator.spec import RolloutSpec, TargetSpec
+
+    from workloads import checkpoints
+
+    if not ray.is_initialized():
+        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    root = str(workdir / "store")
+    uris = build_ppo_checkpoints(root, 3)
+    endpoint = f"http://127.0.0.1:{port}{ROUTE}"
+    deploy_app(cluster.dashboard_url, cluster.token, uris[0])
+    wait_live(endpoint, uris[0])
+
+    load = Load(endpoint)
+    load.start()
+    time.sleep(2)
+
+    # Baseline: the same swap applied directly through the REST API (no polling, no checks).
+    baseline: list[float] = []
+    order = [uris[(i + 1) % len(uris)] for i in range(promotions)]
+    current = uris[0]
+    for uri in order[: max(3, promotions // 2)]:
+        load.forget(uri)
+        t0 = time.monotonic()
+        deploy_app(cluster.dashboard_url, cluster.token, uri)
+        baseline.append(load.wait_for(uri, t0))
+        current = uri
+        time.sleep(1.0)
+
+    # The engine, as `rlops-rollout watch` runs it, in a thread.
+    pointer = checkpoints.pointer_uri(root, "corridor")
+    checkpoints.write_pointer(pointer, current)
+    spec = RolloutSpec(
+        pointer=pointer,
+        target=TargetSpec(application=APP, dashboard_url=cluster.dashboard_url, endpoint_url=endpoint),
+        poll_interval_s=poll_interval,
+        rollout_timeout_s=120,
+        name="bench",
+    )
+    decisions: list[Any] = []
+    stop = threading.Event()
+    engine_thread = threading.Thread(
+        target=loop.run,
+        args=(
+            Engine(spec, DashboardTarget(cluster.dashboard_url, APP, "PolicyServer", token=cluster.token)),
+        ),
+        kwargs={"on_decision": lambda d, st: decisions.append(d), "stop": stop},
+        daemon=True,
+    )
+    engine_thread.start()
+    time.sleep(poll_interval + 1)
+    failed_before = load.failed
+    latencies: list[float] = []
+    rng = random.Random(1)
+    for _ in range(promotions):
+        uri = uris[(uris.index(current) + 1) % len(uris)]
+        load.forget(uri)
+        time.sleep(rng.uniform(0, poll_interval))  # land anywhere in the poll cycle
+        t0 = time.monotonic()
+        checkpoints.write_pointer(pointer, uri)
+        latencies.append(load.wait_for(uri, t0))
+        deadline = time.monotonic() + 60
+        while not any(d.kind == "Promoted" and d.checkpoint_uri == uri for d in decisions[-3:]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the engine did not report {uri} promoted")
+            time.sleep(0.1)
+        current = uri
+    stop.set()
+    engine_thread.join(timeout=30)
+    time.sleep(1)
+    load.stop()
+    serve.delete(APP)
+    med = statistics.median(latencies)
+    base_med = statistics.median(baseline)
+    return {
+        "benchmark": "rollout_latency",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} CPUs, no GPU",
+        "ray": ray.__version__,
+        "poll_interval_s": poll_interval,
+        "promotions": len(latencies),
+        "latency_s": [round(x, 3) for x in latencies],
+        "median_s": round(med, 3),
+        "max_s": round(max(latencies), 3),
+        "baseline_direct_put_s": [round(x, 3) for x in baseline],
+        "baseline_median_s": round(base_med, 3),
+        "ratio_median_vs_baseline": round(med / base_med, 2) if base_med else None,
+        "target_median_s": 5.0,
+        "meets_target": med <= 5.0,
+        "requests_ok": load.ok,
+        "requests_failed": load.failed,
+        "requests_failed_during_engine_promotions": load.failed - failed_before,
+        "error_samples": load.errors[:5],
+        "zero_failed_requests": load.failed == 0,
+    }
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    lines = [
+        "# Rollout latency: pointer write → endpoint answers from the new checkpoint",
+        "",
+        f"{r['when']}, {r['machine']}, Ray {r['ray']}, poll interval {r['poll_interval_s']} s, "
+        "corridor PPO checkpoints, 1 replica, continuous load (2 client threads).",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| promotions | {r['promotions']} |",
+        f"| median latency (target ≤ 5 s) | **{r['median_s']} s** |",
+        f"| max latency | {r['max_s']} s |",
+        f"| all latencies | {', '.join(f'{x:.2f}' for x in r['latency_s'])} s |",
+        f"| baseline: direct PUT, median | {r['baseline_median_s']} s |",
+        f"| ratio median / baseline | {r['ratio_median_vs_baseline']} |",
+        f"| requests answered | {r['requests_ok']} |",
+        f"| failed requests (target 0) | **{r['requests_failed']}** |",
+        "",
+        "The latency includes waiting for the next poll (on average half the interval), the manifest",
+        "check, the PUT, Serve's `reconfigure()` on the replica (fetch, verify, load the RLModule) and",
+        "the first answer carrying the new checkpoint in `x-rlops-checkpoint`. The baseline skips the",
+        "poll and the checks: it is Serve's own swap time.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--promotions", type=int, default=6)
+    parser.add_argument("--poll-interval", type=float, default=2.0)
+    parser.add_argument("--address", help="existing Ray cluster (GCS address); default: start one")
+    parser.add_argument("--dashboard-url", help="its dashboard, with --address")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp(prefix="rlops-rollout-bench-"))
+    if args.address:
+        cluster = LocalCluster(
+            args.address, args.dashboard_url, os.environ.get("RAY_AUTH_TOKEN", ""), None, None
+        )
+    else:
+        cluster = start_cluster()
+    try:
+        result = run(cluster, args.promotions, args.poll_interval, workdir)
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rollout.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "rollout.md").write_text(to_markdown(result))
+    print(to_markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
