@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rlops-installed
 
-.PHONY: install demo test lint unit bench tools kind-e2e clean
+.PHONY: install demo test lint bench tools kind-e2e manifests clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ bench: install
 # helm, kubectl, checkov and kubeconform-style schema tools live in .tools (see scripts/install_tools.sh).
 tools:
 	bash scripts/install_tools.sh
+
+kind-e2e: install tools
+	bash scripts/kind_e2e.sh
+
+# Regenerate manifests/ and the chart's copy of workloads/serve_config.yaml (a test fails on drift).
+manifests: install tools
+	$(PY) scripts/render_manifests.py
 
 clean:
 	rm -rf $(VENV) .tools results
