@@ -316,8 +316,9 @@ def run(cluster: LocalCluster, promotions: int, poll_interval: float, workdir: P
 
     from workloads import checkpoints
 
-    if not ray.is_initialized():
-        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+    if ray.is_initialized():  # attached elsewhere (another benchmark in the same process)
+        ray.shutdown()
+    ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     root = str(workdir / "store")
@@ -444,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--address", help="existing Ray cluster (GCS address); default: start one")
     parser.add_argument("--dashboard-url", help="its dashboard, with --address")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    args, _unknown = parser.parse_known_args(argv)  # tolerate a calling runner's own arguments
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="rlops-rollout-bench-"))

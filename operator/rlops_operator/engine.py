@@ -183,13 +183,20 @@ class Engine:
 
     def _poll(self, st: dict[str, Any], out: list[Decision]) -> None:
         pointer = st.get("pointer") or {}
+        if pointer.get("uri") != self.spec.pointer:  # spec.pointer changed: forget the old ETag
+            pointer = {}
         try:
             read = checks.read_pointer(self.spec.pointer, pointer.get("etag"))
         except checks.Refusal as exc:
             self._recovered(st, "storage", out)
             if pointer.get("refused") == exc.message:
                 return
-            st["pointer"] = {"etag": exc.etag or "", "refused": exc.message, "readAt": now_iso(self.clock())}
+            st["pointer"] = {
+                "uri": self.spec.pointer,
+                "etag": exc.etag or "",
+                "refused": exc.message,
+                "readAt": now_iso(self.clock()),
+            }
             self._set_condition(st, "Refused", True, exc.reason, exc.message)
             self._decide(st, Decision("Refused", exc.reason, exc.message, warning=True), out)
             return
@@ -210,7 +217,12 @@ class Engine:
                 st["live"] = _record(current, checks.live_metric_of(current), since=now_iso(self.clock()))
         live = st.get("live") or {}
         if same_uri(uri, live.get("checkpointUri")):
-            st["pointer"] = {"etag": read.etag, "checkpointUri": uri, "readAt": now_iso(self.clock())}
+            st["pointer"] = {
+                "uri": self.spec.pointer,
+                "etag": read.etag,
+                "checkpointUri": uri,
+                "readAt": now_iso(self.clock()),
+            }
             st["phase"] = "Live"
             self._set_condition(st, "Ready", True, "Live", f"{uri} is live")
             self._decide(
@@ -223,7 +235,12 @@ class Engine:
         try:
             candidate = checks.check_candidate(self.spec, uri, live_metric)
         except checks.Refusal as exc:
-            st["pointer"] = {"etag": read.etag, "checkpointUri": uri, "readAt": now_iso(self.clock())}
+            st["pointer"] = {
+                "uri": self.spec.pointer,
+                "etag": read.etag,
+                "checkpointUri": uri,
+                "readAt": now_iso(self.clock()),
+            }
             self._set_condition(st, "Refused", True, exc.reason, exc.message)
             self._decide(st, Decision("Refused", exc.reason, exc.message, uri, warning=True), out)
             return
@@ -245,7 +262,7 @@ class Engine:
         self._recovered(st, "target", out)
         now = self.clock()
         m = candidate.manifest
-        st["pointer"] = {"etag": etag, "checkpointUri": uri, "readAt": now_iso(now)}
+        st["pointer"] = {"uri": self.spec.pointer, "etag": etag, "checkpointUri": uri, "readAt": now_iso(now)}
         st["rollout"] = {
             "checkpointUri": uri,
             "metric": {"name": m.metric_name, "value": m.metric_value},

@@ -268,3 +268,16 @@ def test_merge_diff_deletes_and_replaces() -> None:
     new = {"a": 1, "b": {"x": 2}, "c": [1, 2]}
     assert merge_diff(old, new) == {"gone": None, "b": {"x": 2, "y": None}, "c": [1, 2]}
     assert merge_diff(new, new) == {}
+
+
+def test_operator_settings_from_env() -> None:
+    from rlops_operator.settings import OperatorSettings
+
+    s = OperatorSettings.from_env({"RLOPS_NAMESPACES": " a, b ,", "RLOPS_POSTING_LEVEL": "warning"})
+    assert s.namespaces == ("a", "b") and not s.clusterwide and s.posting_level == 30
+    assert s.health_port == 8080 and s.metrics_port == 9090 and s.peering == ""
+    assert OperatorSettings.from_env({}).clusterwide
+    with pytest.raises(ValueError, match="RLOPS_POSTING_LEVEL"):
+        OperatorSettings.from_env({"RLOPS_POSTING_LEVEL": "LOUD"})
+    with pytest.raises(ValueError, match="bad operator setting"):
+        OperatorSettings.from_env({"RLOPS_HEALTH_PORT": "eighty"})

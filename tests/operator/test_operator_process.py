@@ -8,8 +8,12 @@ must say why.
 from __future__ import annotations
 
 import itertools
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -138,6 +142,16 @@ def test_promotion_end_to_end(scenario: Any, operator_process: OperatorProcess) 
     wait_for(lambda: {"Applied", "Promoted"} <= set(sc.event_reasons()), 10, what="Events")
     assert len(sc.spec_patches()) == 1
     assert 'rlops_promotions_total{rollout="default/' in operator_process.metrics()
+    shown = subprocess.run(
+        [str(Path(sys.executable).with_name("rlops-rollout")), "status", "-A"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KUBECONFIG": str(operator_process.kubeconfig)},
+    )
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if sc.name in line)
+    assert "Live" in row and sc.b in row and "=6" in row
 
 
 def _missing(sc: Scenario) -> None:
