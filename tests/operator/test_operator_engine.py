@@ -281,3 +281,16 @@ def test_operator_settings_from_env() -> None:
         OperatorSettings.from_env({"RLOPS_POSTING_LEVEL": "LOUD"})
     with pytest.raises(ValueError, match="bad operator setting"):
         OperatorSettings.from_env({"RLOPS_HEALTH_PORT": "eighty"})
+
+
+def test_package_imports_neither_ray_nor_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rlops_operator.handlers, rlops_operator.cli, rlops_operator.__main__; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
