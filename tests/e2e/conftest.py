@@ -1,8 +1,9 @@
 """Fixtures for the end-to-end tests: trained checkpoints, the operator against the emulated Kubernetes
-API, a KubeRay stand-in that drives the real local Ray Serve, and one served RayService per module.
+API, a KubeRay stand-in that drives the real local Ray Serve, and served RayServices.
 
-Reused from the other tiers: the shared Ray cluster and Serve proxy (tests/conftest.py), the
-Kubernetes emulator and the operator process (tests/operator/conftest.py).
+Reused from the other tiers: the shared Ray cluster and Serve proxy (tests/conftest.py); the Kubernetes
+emulator (EmulatedCluster) and the operator process (OperatorProcess) of tests/operator, here started
+once per session for both e2e modules.
 """
 
 from __future__ import annotations
@@ -11,22 +12,17 @@ import itertools
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from tests.conftest import free_port
 from tests.e2e.kuberay import KubeRayStandIn
-from tests.operator import conftest as operator_fixtures
-from tests.operator.conftest import wait_for
+from tests.operator.conftest import OperatorProcess, wait_for
 from tests.operator.kube import EmulatedCluster, rayservice_path, rollout_path
 from workloads import checkpoints, storage
-
-# the operator tier's fixtures, reused as they are: kmock's emulator and the operator process
-kube = operator_fixtures.kube
-operator_process = operator_fixtures.operator_process
 
 NS = "default"
 DEPLOYMENT = "PolicyServer"
@@ -97,11 +93,32 @@ def altered_after_manifest(good: str, dest: str) -> str:
     return manifest.checkpoint_uri
 
 
-# ---------------------------------------------------------------- KubeRay's part
+# ---------------------------------------------------------------- Kubernetes API, operator, KubeRay
+@pytest.fixture(scope="session")
+def e2e_kube() -> Iterator[EmulatedCluster]:
+    """kmock's KubernetesEmulator (the operator tier's EmulatedCluster), shared by the e2e modules."""
+    cluster = EmulatedCluster(free_port())
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def e2e_operator(
+    e2e_kube: EmulatedCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """``python -m rlops_operator``, cluster-wide, against the emulator (tests/operator's OperatorProcess)."""
+    work = tmp_path_factory.mktemp("e2e-operator")
+    proc = OperatorProcess(e2e_kube.write_kubeconfig(work / "kubeconfig"), work)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture(scope="module")
-def kuberay(kube: EmulatedCluster, ray_cluster: Any, serve_endpoint: Any) -> Iterator[KubeRayStandIn]:
+def kuberay(e2e_kube: EmulatedCluster, ray_cluster: Any, serve_endpoint: Any) -> Iterator[KubeRayStandIn]:
     """The KubeRay stand-in, forwarding the emulator's RayServices to the shared Ray cluster."""
-    standin = KubeRayStandIn(kube, ray_cluster.dashboard_url, ray_cluster.auth_headers, NS).start()
+    standin = KubeRayStandIn(e2e_kube, ray_cluster.dashboard_url, ray_cluster.auth_headers, NS).start()
     yield standin
     standin.stop()
 
@@ -236,16 +253,16 @@ class ServedRollout:
         )
 
     def delete(self) -> None:
+        """Delete both objects; the stand-in then removes the Serve application, as KubeRay would."""
         self.kube.request("DELETE", rollout_path(NS, self.name))
         self.kube.request("DELETE", rayservice_path(NS, self.rs))
-        wait_for(lambda: metadata(self.endpoint) is None, timeout=60, what=f"{self.app} to be removed")
 
 
 @pytest.fixture(scope="module")
 def served_factory(
-    kube: EmulatedCluster,
+    e2e_kube: EmulatedCluster,
     kuberay: KubeRayStandIn,
-    operator_process: Any,  # the operator must run for a rollout to go Live
+    e2e_operator: OperatorProcess,  # the operator must run for a rollout to go Live
     serve_endpoint: Any,
     trained: TrainedCheckpoints,
 ) -> Iterator[Any]:
@@ -254,16 +271,12 @@ def served_factory(
 
     def make(initial: str, **kw: Any) -> ServedRollout:
         made.append(
-            ServedRollout(kube, kuberay, serve_endpoint.url, serve_endpoint.port, trained.root, initial, **kw)
+            ServedRollout(
+                e2e_kube, kuberay, serve_endpoint.url, serve_endpoint.port, trained.root, initial, **kw
+            )
         )
         return made[-1]
 
     yield make
     for served in made:
         served.delete()
-
-
-@pytest.fixture
-def tmp_store(trained: TrainedCheckpoints) -> Path:
-    """The trained checkpoints' storage root as a Path (new checkpoints must lie below it)."""
-    return Path(storage.parse_uri(trained.root).path)

@@ -54,6 +54,7 @@ class KubeRayStandIn:
         self.interval_s = interval_s
         self.forwarded: list[Forwarded] = []
         self.errors: list[str] = []
+        self.statuses: list[dict[str, Any]] = []  # every status written, for schema checks
         self._applied: dict[str, str] = {}  # RayService name -> the serveConfigV2 text last sent
         self._apps: dict[str, list[str]] = {}  # RayService name -> its application names
         self._written: dict[str, dict[str, Any]] = {}
@@ -68,8 +69,10 @@ class KubeRayStandIn:
         return self
 
     def stop(self) -> None:
+        """Stop reconciling, after one last pass so that deleted RayServices lose their applications."""
         self._stop.set()
         self._thread.join(timeout=30)
+        self.sync_once()
 
     def forwarded_for(self, rayservice: str) -> list[Forwarded]:
         with self._lock:
@@ -147,12 +150,20 @@ class KubeRayStandIn:
             self._put({"http_options": details.get("http_options") or {}, "applications": others})
 
     # ------------------------------------------------------------------ status
-    def _condition(self, name: str, ctype: str, ok: bool, reason: str, now: str) -> dict[str, str]:
+    def _condition(
+        self, name: str, ctype: str, ok: bool, reason: str, message: str, now: str
+    ) -> dict[str, str]:
         value = "True" if ok else "False"
         prev = self._since.get((name, ctype))
         since = prev[1] if prev and prev[0] == value else now
         self._since[(name, ctype)] = (value, since)
-        return {"type": ctype, "status": value, "reason": reason, "lastTransitionTime": since}
+        return {
+            "type": ctype,
+            "status": value,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": since,
+        }
 
     def _write_status(self, name: str, obj: dict[str, Any], details: dict[str, Any]) -> None:
         from datetime import UTC, datetime
@@ -173,6 +184,7 @@ class KubeRayStandIn:
             }
         ready = bool(statuses) and all(s["status"] == "RUNNING" for s in statuses.values())
         ready_reason = "NonZeroServeEndpoints" if ready else "Initializing"
+        ready_message = "every application is RUNNING" if ready else "waiting for the applications"
         now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         generation = next(f.generation for f in reversed(self.forwarded_for(name)))
         status = {
@@ -183,11 +195,14 @@ class KubeRayStandIn:
                 "applicationStatuses": statuses,
             },
             "conditions": [
-                self._condition(name, "Ready", ready, ready_reason, now),
-                self._condition(name, "UpgradeInProgress", False, "NoPendingCluster", now),
+                self._condition(name, "Ready", ready, ready_reason, ready_message, now),
+                self._condition(
+                    name, "UpgradeInProgress", False, "NoPendingCluster", "in-place Serve update", now
+                ),
             ],
         }
         if self._written.get(name) == status:
             return
         self.kube.request("PATCH", rayservice_path(self.namespace, name) + "/status", {"status": status})
         self._written[name] = status
+        self.statuses.append(status)

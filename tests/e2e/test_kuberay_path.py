@@ -83,3 +83,22 @@ def test_pointer_change_patches_rayservice_and_changes_the_served_policy(
     assert stats.failed == 0, [r for r in stats.requests if not r.ok][:5]
     assert len(stats.requests) > 20
     assert [uri for _, uri in stats.live_checkpoints] == [trained.a, trained.b]
+
+
+def test_standin_writes_statuses_kuberay_would(kuberay: Any) -> None:
+    """Every RayService status the stand-in wrote in this module fits KubeRay 1.7.0's CRD schema."""
+    from tests.k8s.conftest import KUBERAY_CRDS
+    from tests.k8s.schemas import crd_errors
+
+    crd = KUBERAY_CRDS / "ray.io_rayservices.yaml"
+    if not crd.exists():
+        pytest.skip(f"KubeRay CRDs not found at {KUBERAY_CRDS} (shared/kuberay-crds): schema check skipped")
+    assert kuberay.statuses, "the rollout test above runs first and makes the stand-in write statuses"
+    phases = set()
+    for status in kuberay.statuses:
+        doc = {"apiVersion": "ray.io/v1", "kind": "RayService", "status": status}
+        assert crd_errors(crd, doc) == [], status
+        for app in status["activeServiceStatus"]["applicationStatuses"].values():
+            phases.add(app["status"])
+    assert "RUNNING" in phases
+    assert kuberay.errors == [], kuberay.errors[:5]
