@@ -106,6 +106,10 @@ class DashboardTarget:
         dep_status = str(dep.get("status", ""))
         if status == "DEPLOY_FAILED" or dep_status == "DEPLOY_FAILED":
             return Health("failed", f"{status}: {app.get('message') or dep.get('message') or ''}".strip())
-        if status == "RUNNING" and dep_status == "HEALTHY":
+        deps = app.get("deployments") or {}
+        unhealthy = sorted(n for n, d in deps.items() if str((d or {}).get("status", "")) != "HEALTHY")
+        if status == "RUNNING" and dep_status == "HEALTHY" and not unhealthy:
             return Health("healthy", "RUNNING, HEALTHY")
+        if unhealthy:
+            return Health("pending", f"application {status or '?'}, deployments not HEALTHY: {unhealthy}")
         return Health("pending", f"application {status or '?'}, deployment {dep_status or '?'}")

@@ -182,6 +182,9 @@ class RayServiceTarget:
         dep_status = str((deps.get(self.deployment) or {}).get("status", ""))
         if app_status == "DEPLOY_FAILED":
             return Health("failed", f"application DEPLOY_FAILED: {app.get('message', '')}".strip())
-        if app_status == "RUNNING" and dep_status == "HEALTHY":
+        unhealthy = sorted(n for n, d in deps.items() if str((d or {}).get("status", "")) != "HEALTHY")
+        if app_status == "RUNNING" and dep_status == "HEALTHY" and not unhealthy:
             return Health("healthy", "RUNNING, HEALTHY")
+        if unhealthy:
+            return Health("pending", f"application {app_status or '?'}, deployments not HEALTHY: {unhealthy}")
         return Health("pending", f"application {app_status or '?'}, deployment {dep_status or '?'}")
