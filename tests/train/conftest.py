@@ -10,7 +10,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,50 @@ class CliRun:
             if line.startswith(prefix):
                 return line[len(prefix) :].strip()
         raise AssertionError(f"no line starting with {prefix!r} in:\n{self.stdout}\n{self.stderr}")
+
+
+@dataclass
+class FreshS3:
+    """An S3 test server started after the Ray cluster, so no Ray worker inherited its endpoint."""
+
+    endpoint: str
+    bucket_uri: str
+
+
+@pytest.fixture
+def fresh_s3(ray_cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[FreshS3]:
+    """A moto S3 server on a new port with one bucket; AWS_* point at it (this process and children).
+
+    The shared Ray cluster is up before this server exists, so its workers cannot know the endpoint:
+    a training run that writes here proves the job hands the endpoint (and credentials) to Tune's
+    trial actors itself, the problem a RayJob's driver has too.
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.conftest import free_port
+    from workloads import storage
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "fresh-key",
+        "AWS_SECRET_ACCESS_KEY": "fresh-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    storage.reset_clients()
+    boto3.client("s3").create_bucket(Bucket="rlops-fresh")
+    try:
+        yield FreshS3(endpoint=endpoint, bucket_uri="s3://rlops-fresh")
+    finally:
+        server.stop()
+        storage.reset_clients()
 
 
 def cli_env(ray_address: str | None) -> dict[str, str]:

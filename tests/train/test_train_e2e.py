@@ -192,9 +192,8 @@ def test_unreadable_channel_target_counts_as_nothing_to_beat(local_run, caplog) 
     assert checkpoints.read_pointer(str(root / "broken" / "best_checkpoint.txt")) == best
 
 
-def test_s3_run_writes_checkpoint_manifest_and_pointer_to_the_bucket(
-    ray_cluster, s3_bucket, train_cli
-) -> None:
+def test_s3_run_writes_checkpoint_manifest_and_pointer_to_the_bucket(fresh_s3, train_cli) -> None:
+    s3_bucket = fresh_s3.bucket_uri
     root = f"{s3_bucket}/runs"
     run = train_cli(*FAST_CORRIDOR, "--storage", root, "--name", "s3demo", "--stop-iters", "2")
     assert run.returncode == 0, run.stdout + run.stderr
