@@ -60,6 +60,7 @@ class KubeRayStandIn:
         self._written: dict[str, dict[str, Any]] = {}
         self._since: dict[tuple[str, str], tuple[str, str]] = {}  # (rs, condition) -> (status, time)
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="kuberay-stand-in")
         self._lock = threading.Lock()
 
@@ -74,12 +75,22 @@ class KubeRayStandIn:
         self._thread.join(timeout=30)
         self.sync_once()
 
+    def pause(self) -> None:
+        """Stop reconciling for a while (a slow or restarting KubeRay); ``resume()`` catches up."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+
     def forwarded_for(self, rayservice: str) -> list[Forwarded]:
         with self._lock:
             return [f for f in self.forwarded if f.rayservice == rayservice]
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self._paused.is_set():
+                self._stop.wait(self.interval_s)
+                continue
             try:
                 self.sync_once()
             except Exception as exc:  # keep reconciling, as a controller does; tests read .errors

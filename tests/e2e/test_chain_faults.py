@@ -7,12 +7,14 @@ stand-in (tests/e2e/kuberay.py) that forwards ``serveConfigV2`` to the dashboard
 back. The load is rlops_demo.load.LoadGenerator playing corridor episodes over HTTP.
 
 The other faults of the chain are tested where they happen (see docs/testing.md): storage outage
-during a promotion and the operator killed mid-rollout in tests/operator/test_operator_process.py,
-training killed and resumed in tests/train/test_train_resume.py.
+during a promotion in tests/operator/test_operator_process.py and test_operator_storage.py, training
+killed and resumed in tests/train/test_train_resume.py. The operator killed mid-rollout is tested
+both in tests/operator (KubeRay played by hand) and here, with the stand-in and real Serve.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -27,6 +29,7 @@ from tests.e2e.conftest import (
     metadata,
     wait_for,
 )
+from tests.operator.conftest import OperatorProcess
 from workloads import checkpoints, storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -58,6 +61,11 @@ def full_set(app: str, without: str = "") -> list[str] | None:
     """The replica names once there are REPLICAS of them and ``without`` is not one; else None."""
     names = replica_names(app)
     return names if len(names) == REPLICAS and without not in names else None
+
+
+def all_serve(endpoint: str, uri: str, probes: int = 6) -> bool:
+    """Whether ``probes`` /metadata answers in a row (from either replica) all name ``uri``."""
+    return all((metadata(endpoint) or {}).get("checkpoint_uri") == uri for _ in range(probes))
 
 
 def app_running(served: Any) -> bool:
@@ -113,8 +121,50 @@ def test_corrupt_checkpoint_is_rolled_back_and_never_served(chain: Any, trained:
     assert chain.status()["phase"] == "RolledBack" and chain.configured() == trained.a
 
 
+def test_operator_killed_mid_rollout_promotes_once(
+    chain: Any, trained: TrainedCheckpoints, e2e_operator: OperatorProcess
+) -> None:
+    live_before = chain.status()["live"]["checkpointUri"]
+    assert live_before == trained.a
+    patches_before = len(chain.spec_patches())
+    load = LoadGenerator(chain.endpoint, workers=3, max_seconds=300).start()  # no retries
+    try:
+        chain.kuberay.pause()  # KubeRay is slow: the rollout stays in flight
+        checkpoints.write_pointer(chain.pointer, trained.b)
+        chain.wait(
+            lambda st: st.get("phase") == "Verifying" and st["rollout"]["checkpointUri"] == trained.b,
+            "the rollout of B to be in flight",
+            timeout=60,
+        )
+        e2e_operator.stop(signal.SIGKILL)
+        chain.kuberay.resume()  # KubeRay and Serve finish the swap while the operator is down
+        wait_for(lambda: all_serve(chain.endpoint, trained.b), 90, what="both replicas to serve B")
+        e2e_operator.start()
+        st = chain.wait(
+            lambda st: st.get("phase") == "Live" and st["live"]["checkpointUri"] == trained.b,
+            "the restarted operator to finish the rollout",
+        )
+        time.sleep(2.0)
+    finally:
+        chain.kuberay.resume()
+        if e2e_operator.proc is None or e2e_operator.proc.poll() is not None:
+            e2e_operator.start()
+        stats = load.stop()
+
+    assert len(chain.spec_patches()) == patches_before + 1, "B was applied exactly once"
+    applied = [h for h in st["history"] if h["decision"] == "Applied" and h.get("checkpointUri") == trained.b]
+    assert len(applied) == 1 and st["previous"]["checkpointUri"] == trained.a
+    assert chain.status()["phase"] == "Live" and chain.configured() == trained.b
+    assert stats.failed == 0, [r for r in stats.requests if not r.ok][:5]
+    assert len(stats.requests) > 20
+    seen = [uri for _, uri in stats.live_checkpoints]
+    assert set(seen) == {trained.a, trained.b} and seen[0] == trained.a and seen[-1] == trained.b
+
+
 def test_replica_killed_under_load_requests_still_succeed(chain: Any, trained: TrainedCheckpoints) -> None:
     import ray
+
+    live = chain.status()["live"]["checkpointUri"]
 
     names = wait_for(lambda: full_set(chain.app), 60, what="two replicas")
     victim = names[0]
@@ -151,8 +201,8 @@ def test_replica_killed_under_load_requests_still_succeed(chain: Any, trained: T
     replacement_meta = wait_for(
         lambda: (m := metadata(chain.endpoint)) and m["replica"] == replacement and m, 30, interval=0.05
     )
-    assert replacement_meta["checkpoint_uri"] == trained.a, "the replacement loads the configured checkpoint"
-    assert {uri for _, uri in stats.live_checkpoints} == {trained.a}
+    assert replacement_meta["checkpoint_uri"] == live, "the replacement loads the configured checkpoint"
+    assert {uri for _, uri in stats.live_checkpoints} == {live}
     # the operator saw nothing to do: no patch, rollout unchanged
     assert len(chain.spec_patches()) == patches_before
     resp = httpx.post(chain.endpoint + "/", json={"state": [1]}, timeout=10)
