@@ -157,3 +157,19 @@ def test_algo_config_carries_the_tutorial_settings() -> None:
     space = build_param_space(s)
     assert space["lr"] == {"grid_search": [0.01, 0.001]}
     assert space["env"] == "corridor"
+
+
+def test_asha_scheduler_uses_the_iteration_budget() -> None:
+    from ray.tune.schedulers import ASHAScheduler
+
+    from workloads.training.tune_setup import build_run_config, build_tune_config
+
+    s = settings_for("--preset", "tutorial", "--num-samples", "4", "--scheduler", "asha", "--stop-iters", "8")
+    tune_config = build_tune_config(s)
+    assert isinstance(tune_config.scheduler, ASHAScheduler)
+    assert tune_config.scheduler._max_t == 8
+    assert tune_config.metric == METRIC and tune_config.mode == "max" and tune_config.num_samples == 4
+    run_config = build_run_config(s, "/tmp/x", None, [])
+    assert run_config.stop == {"training_iteration": 8}
+    assert run_config.checkpoint_config.checkpoint_score_attribute == METRIC
+    assert run_config.checkpoint_config.num_to_keep == 3

@@ -129,7 +129,7 @@ def write_run_manifest(settings: TrainSettings, best: BestCheckpoint) -> checkpo
         best.uri,
         metric_name=METRIC,
         metric_value=best.metric_value,
-        env_id=settings.env,
+        env_id=str(best.config.get("env") or settings.env),
         env_config=dict(best.config.get("env_config") or settings.env_config),
         trial_id=best.trial_id,
         experiment=str(settings.name),

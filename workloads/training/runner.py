@@ -19,6 +19,8 @@ def connect(verbose: bool = False) -> None:
     """Use the existing Ray connection, else ``ray.init(address=$RAY_ADDRESS)`` (a local Ray when unset)."""
     import ray
 
+    # RLlib announces on every build that PPO runs on the new API stack; that is the point here.
+    logging.getLogger("ray.rllib.algorithms.algorithm_config").setLevel(logging.ERROR)
     if ray.is_initialized():
         return
     ray.init(
