@@ -24,6 +24,19 @@ from .spec import RolloutSpec, SpecError
 from .targets import Target
 
 SETTINGS = OperatorSettings.from_env()
+log = logging.getLogger("rlops_operator")
+
+
+class _QuietTicks(logging.Filter):
+    """Drop kopf's "Timer 'tick' succeeded." lines: one per rollout per tick is noise in the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno <= logging.INFO and record.getMessage().startswith("Timer 'tick' succeeded")
+        )
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietTicks())
 GROUP, VERSION, PLURAL = "rlops.io", "v1alpha1", "policyrollouts"
 ENGINE_KEYS = (
     "phase",
@@ -82,7 +95,6 @@ def tick(
     namespace: str,
     patch: kopf.Patch,
     memo: kopf.Memo,
-    logger: logging.Logger,
     **_: Any,
 ) -> None:
     """One engine step for one PolicyRollout, rate-limited to its poll interval while idle."""
@@ -115,8 +127,15 @@ def tick(
         patch.status[key] = value
     for decision in result.decisions:
         metrics.record(f"{namespace}/{name}", decision)
-        log = logger.warning if decision.warning else logger.info
-        log("%s: %s", decision.kind, decision.message)
+        # A plain logger: kopf's object logger would post every line as an Event a second time.
+        log.log(
+            logging.WARNING if decision.warning else logging.INFO,
+            "%s/%s %s: %s",
+            namespace,
+            name,
+            decision.kind,
+            decision.message,
+        )
         if decision.kind != "AlreadyLive":
             reason = decision.kind if decision.kind in _KIND_REASONS else decision.reason
             _post(body, decision.kind, reason, decision.message, decision.warning)

@@ -140,6 +140,8 @@ def test_promotion_end_to_end(scenario: Any, operator_process: OperatorProcess) 
     assert notes["rlops.io/policyrollout"] == f"{NS}/{sc.name}" and notes["rlops.io/promoted-at"]
     assert notes["rlops.io/metric"] == "env_runners/episode_return_mean=6"
     wait_for(lambda: {"Applied", "Promoted"} <= set(sc.event_reasons()), 10, what="Events")
+    assert sc.event_reasons().count("Applied") == 1 and sc.event_reasons().count("Promoted") == 1
+    assert not [e for e in sc.events() if "Timer" in e.get("message", "")]  # no Event per tick
     assert len(sc.spec_patches()) == 1
     assert 'rlops_promotions_total{rollout="default/' in operator_process.metrics()
     shown = subprocess.run(
