@@ -152,13 +152,14 @@ def make_bare_app() -> Any:
     app = FastAPI()
     state = {"count": 0}
 
-    @app.api_route("/", methods=["GET", "POST"])
     async def act(body: ActRequest) -> dict[str, Any]:
         obs = parse_observation(body.single, policy.observation_space, "state")
         result = policy.act([obs], explore=not body.deterministic)[0]
         state["count"] += 1
         return {"action": result.action, "count": state["count"]}
 
+    act.__annotations__ = {"body": ActRequest, "return": dict}  # this module postpones annotations
+    app.api_route("/", methods=["GET", "POST"])(act)
     return app
 
 
@@ -193,8 +194,10 @@ class Cluster:
         self.temp_dir = Path(f"/tmp/rlops-bench-{uuid.uuid4().hex[:6]}")
         self.gcs_port, self.dash_port, self.http_port = free_port(), free_port(), free_port()
         env = dict(os.environ, **extra_env, RAY_USAGE_STATS_ENABLED="0")
+        self.extra_dirs: list[Path] = []
         if extra_env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
-            ha_dir = self.temp_dir / "haproxy"
+            ha_dir = Path(f"/tmp/rhp{uuid.uuid4().hex[:6]}")  # HAProxy socket paths must stay short
+            self.extra_dirs.append(ha_dir)
             env.update(
                 RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(ha_dir / "haproxy.cfg"),
                 RAY_SERVE_HAPROXY_SOCKET_PATH=str(ha_dir / "admin.sock"),
@@ -237,7 +240,8 @@ class Cluster:
         resp = httpx.put(
             f"{self.dashboard}/api/serve/applications/", json=body, headers=self.headers, timeout=60
         )
-        resp.raise_for_status()
+        if resp.status_code != 200:
+            raise RuntimeError(f"deploying {app['name']} failed: {resp.status_code} {resp.text[-3000:]}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = httpx.get(f"{self.dashboard}/api/serve/applications/", headers=self.headers, timeout=30)
@@ -266,7 +270,8 @@ class Cluster:
         except Exception:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for folder in [self.temp_dir, *self.extra_dirs]:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _wait_http(url: str, headers: dict[str, str], timeout: float) -> None:
@@ -341,7 +346,16 @@ def run_wrk(url: str, connections: int, duration: float) -> dict[str, Any]:
         fh.write(WRK_SCRIPT)
         script = fh.name
     threads = 1 if connections == 1 else 2
-    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, url + "/"]
+    cmd = [
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "-s",
+        script,
+        url + "/",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))

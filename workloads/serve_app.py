@@ -51,7 +51,9 @@ class ServeSettings(BaseModel):
     )
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
     max_batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="@serve.batch size for single requests.")
-    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0)
+    batch_wait_timeout_s: float = Field(
+        0.0, ge=0.0, le=1.0, description="0: batch whatever queued while the last batch ran (no added wait)."
+    )
     max_request_batch: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH, description="Observations per request.")
 
 
@@ -160,6 +162,7 @@ def _batch_payload(results: list[ActionResult], count: int, extras: bool) -> dic
     health_check_period_s=10,
     graceful_shutdown_timeout_s=10,
     ray_actor_options={"num_cpus": 0.5},
+    logging_config={"enable_access_log": False},
 )
 @serve.ingress(fastapi_app)
 class PolicyServer:
@@ -203,8 +206,8 @@ class PolicyServer:
             self._fail(raw_uri, f"invalid user_config: {exc}")
             return
         if capture is not self._capture:
-            self._capture.close(timeout=2.0)
-            self._capture = capture
+            old, self._capture = self._capture, capture
+            await asyncio.to_thread(old.close, 5.0)  # flush the old writer off the event loop
         self._settings = settings
         self._act_batched.set_max_batch_size(settings.max_batch_size)
         self._act_batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
@@ -269,7 +272,7 @@ class PolicyServer:
         if capture is not None:
             capture.close(timeout=5.0)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _act_batched(self, items: list[tuple[Any, bool, bool]]) -> list[tuple[ActionResult, str]]:
         """Evaluate single requests together: one pipeline pass per (explore, extras) group."""
         policy = self._require_policy()

@@ -21,20 +21,25 @@ def _runtime_env() -> dict:
     return {"env_vars": {k: os.environ[k] for k in AWS_ENV}}
 
 
-def test_capture_writes_jsonl_to_s3(serve_apps, corridor_checkpoints, s3_server, s3_bucket, wait) -> None:
-    capture = {"enabled": True, "root": f"{s3_bucket}/data", "sample_rate": 1.0, "flush_seconds": 0.5}
-    capture["endpoint_url"] = s3_server.endpoint
-    url = serve_apps.deploy(
-        "capture",
-        {"checkpoint_uri": corridor_checkpoints.final, "capture": capture},
-        runtime_env=_runtime_env(),
-    )
+@pytest.fixture(scope="module")
+def capture_app(serve_apps, corridor_checkpoints, s3_server):
+    """One app for both tests: they change only ``user_config.capture`` (a reconfigure, no new replica)."""
+
+    def configure(capture: dict) -> str:
+        capture = {"flush_seconds": 0.3, "endpoint_url": s3_server.endpoint, **capture}
+        user_config = {"checkpoint_uri": corridor_checkpoints.final, "capture": capture}
+        return serve_apps.deploy("capture", user_config, runtime_env=_runtime_env())
+
+    yield configure
+    serve_apps.remove("capture")
+
+
+def test_capture_writes_jsonl_to_s3(capture_app, corridor_checkpoints, s3_bucket, wait) -> None:
+    url = capture_app({"enabled": True, "root": f"{s3_bucket}/data", "sample_rate": 1.0})
     for i in range(10):
         assert httpx.post(f"{url}/", json={"state": [1 + i % 6]}, timeout=30).status_code == 200
-    assert (
-        httpx.post(f"{url}/", json={"observations": [[1], [6]], "return_probs": True}, timeout=30).status_code
-        == 200
-    )
+    batch_body = {"observations": [[1], [6]], "return_probs": True}
+    assert httpx.post(f"{url}/", json=batch_body, timeout=30).status_code == 200
     bucket = s3_bucket.removeprefix("s3://")
     s3 = boto3.client("s3")
 
@@ -48,9 +53,8 @@ def test_capture_writes_jsonl_to_s3(serve_apps, corridor_checkpoints, s3_server,
         return (keys, lines) if len(lines) >= 11 else None
 
     keys, lines = wait(records, timeout=60)
-    assert all(re.fullmatch(r"data/capture/capture/\d{4}/\d{2}/\d{2}/\d{2}/[^/]+\.jsonl", k) for k in keys), (
-        keys
-    )
+    pattern = r"data/capture/capture/\d{4}/\d{2}/\d{2}/\d{2}/[^/]+\.jsonl"
+    assert all(re.fullmatch(pattern, k) for k in keys), keys
     assert len({r["event_id"] for r in lines}) == len(lines) == 11
     for record in lines:
         assert record["checkpoint_uri"] == corridor_checkpoints.final
@@ -58,25 +62,16 @@ def test_capture_writes_jsonl_to_s3(serve_apps, corridor_checkpoints, s3_server,
     batch = next(r for r in lines if "observations" in r["input"])
     assert len(batch["output"]["actions"]) == 2 and len(batch["output"]["probabilities"]) == 2
     assert httpx.get(f"{url}/metadata", timeout=30).json()["capture"]["written"] == 11
-    serve_apps.remove("capture")
 
 
-def test_capture_failure_never_fails_requests(serve_apps, corridor_checkpoints, s3_server, wait) -> None:
-    capture = {
-        "enabled": True,
-        "root": "s3://no-such-bucket-rlops/data",
-        "flush_seconds": 0.2,
-        "endpoint_url": s3_server.endpoint,
-    }
-    url = serve_apps.deploy(
-        "capturefail",
-        {"checkpoint_uri": corridor_checkpoints.final, "capture": capture},
-        runtime_env=_runtime_env(),
-    )
+def test_capture_failure_never_fails_requests(capture_app, wait) -> None:
+    url = capture_app({"enabled": True, "root": "s3://no-such-bucket-rlops/data"})
     for _ in range(5):
         assert httpx.post(f"{url}/", json={"state": [1]}, timeout=30).status_code == 200
-    status = wait(
-        lambda: (c := httpx.get(f"{url}/metadata", timeout=30).json()["capture"])["dropped"] >= 5 and c
-    )
-    assert status["written"] == 0 and status["last_error"]
-    serve_apps.remove("capturefail")
+
+    def dropped():
+        status = httpx.get(f"{url}/metadata", timeout=30).json()["capture"]
+        return status if status["dropped"] >= 5 else None
+
+    status = wait(dropped)
+    assert status["written"] == 0 and "no-such-bucket-rlops" in str(status["root"]) and status["last_error"]

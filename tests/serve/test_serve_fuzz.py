@@ -22,7 +22,7 @@ def test_openapi_fuzz_has_no_server_errors(corridor_url: str) -> None:
             else [GenerationMode.POSITIVE]
         )
         for mode in modes:
-            examples = 40 if operation.path == "/" else 5
+            examples = 30 if operation.path == "/" else 5
 
             @settings(
                 max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
