@@ -197,7 +197,7 @@ class KubeRayStandIn:
         ready_reason = "NonZeroServeEndpoints" if ready else "Initializing"
         ready_message = "every application is RUNNING" if ready else "waiting for the applications"
         now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        generation = next(f.generation for f in reversed(self.forwarded_for(name)))
+        generation = int(obj["metadata"].get("generation", 1))  # this pass reconciled that generation
         status = {
             "observedGeneration": generation,
             "serviceStatus": "Running" if ready else "",
