@@ -22,6 +22,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from rlops_demo.cluster import LocalRayCluster, free_port
 from rlops_demo.load import LoadGenerator
@@ -65,7 +66,7 @@ def _relay(proc: subprocess.Popen[str], prefix: str, lines: list[str]) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line.rstrip())
-        console.print(f"[dim]{prefix}[/] {line.rstrip()}", highlight=False, markup=False)
+        console.print(Text(prefix, style="dim") + Text(f" {line.rstrip()}"), highlight=False)
 
 
 @app.command()

@@ -48,7 +48,8 @@ def plot_timeline(stats: LoadStats, marks: dict[str, float], path: Path) -> Path
             ax.axvline(t, linestyle="--", color="gray")
         ax_rate.annotate(label, (t, ax_rate.get_ylim()[1] * 0.9), rotation=90, fontsize=8, va="top")
     for t, uri in stats.live_checkpoints:
-        ax_lat.annotate(f"live: {Path(uri).name}", (t, 0), fontsize=7, rotation=90, va="bottom")
+        label = f"live: {Path(uri).name}"
+        ax_lat.annotate(label, (t, 0.02), xycoords=ax_lat.get_xaxis_transform(), fontsize=7, rotation=90)
     ax_rate.set_ylabel("requests / s")
     ax_rate.legend(loc="upper left")
     ax_lat.set_ylabel("latency (ms)")
