@@ -84,13 +84,14 @@ def plain_loop(case: Case, rep: int, seed: int) -> Attempt:
             result = algo.train()
             iters = int(result["training_iteration"])
             steps = int(result.get("num_env_steps_sampled_lifetime", 0))
-            value = result.get("env_runners", {}).get("episode_return_mean")
+            raw = result.get("env_runners", {}).get("episode_return_mean")
+            value = None if raw is None else float(raw)
             if value is not None and value >= case.target:
                 break
         wall = time.perf_counter() - start
     finally:
         algo.stop()
-    solved = value is not None and value >= case.target
+    solved = bool(value is not None and value >= case.target)
     return Attempt("plain_loop", rep, wall, solved, iters, steps, value)
 
 
@@ -104,16 +105,16 @@ def via_train_job(case: Case, rep: int, seed: int) -> Attempt:
     outcome = run_training(settings)
     wall = time.perf_counter() - start
     row = outcome.trials[0] if outcome.trials else {}
-    final = row.get("last_return")
+    final = None if row.get("last_return") is None else float(row["last_return"])
     return Attempt(
         "train_job",
         rep,
         wall,
-        solved=final is not None and final >= case.target,
+        solved=bool(final is not None and final >= case.target),
         iterations=int(row.get("iters", 0)),
         env_steps=int(row.get("steps", 0)),
         final_return=final,
-        extra={"best_checkpoint_uri": outcome.best_checkpoint_uri, "metric_value": outcome.metric_value},
+        extra={"best_checkpoint_uri": outcome.best_checkpoint_uri, "metric": float(outcome.metric_value)},
     )
 
 
@@ -178,6 +179,17 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy scalars and other odd values in results."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _write(out: Path, report: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.json").write_text(json.dumps(report, indent=2, default=_plain) + "\n")
+    (out / "train.md").write_text(_markdown(report))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, write ``train.json`` and ``train.md``, and return the report."""
     parser = argparse.ArgumentParser(prog="python -m bench.train_bench", description=__doc__.splitlines()[0])
@@ -223,6 +235,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             summary["cartpole_solve_target_met"] = bool(tj["all_solved"] and fast)
         summary["attempts"] = [asdict(a) for a in attempts]
         report["cases"][case.name] = summary
+        report["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        report["notes"] = [*args.note, "partial: written after each case"]
+        _write(Path(args.out), report)  # keep what is measured even if a later case fails
 
     report["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     notes = list(args.note)
@@ -239,10 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "training-curves PNG; the plain loop builds the algorithm in the already-warm driver."
     )
     report["notes"] = notes
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "train.md").write_text(_markdown(report))
+    _write(Path(args.out), report)
     print(_markdown(report))
     return report
 
