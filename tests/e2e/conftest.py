@@ -138,9 +138,6 @@ applications:
 - name: {app}
   route_prefix: /{app}
   import_path: workloads.serve_app:app
-  runtime_env:
-    env_vars:
-      OMP_NUM_THREADS: "1"
   deployments:
   - name: {DEPLOYMENT}
     num_replicas: {replicas}
