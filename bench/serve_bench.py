@@ -80,7 +80,7 @@ def train_corridor_checkpoints(
     early_at: int = 2,
     num_env_runners: int = 1,
     max_iterations: int = 30,
-    min_success: float = 0.998,
+    min_success: float = 0.997,
     min_return: float = 9.4,
 ) -> dict[str, str]:
     """Train PPO on the corridor (Ray must be initialised) and save two manifested checkpoints.
