@@ -191,8 +191,8 @@ def _load(name: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def build() -> str:
-    """Read the three result files, write report.json/report.md and the README table; return the table."""
+def render() -> tuple[dict[str, Any], str]:
+    """The report (rows and sources) and its Markdown table, from the result files in bench/results."""
     train, serve, rollout = _load("train"), _load("serve"), _load("rollout")
     rows = training_rows(train) + serving_rows(serve) + rollout_rows(rollout)
     sources = {
@@ -200,12 +200,23 @@ def build() -> str:
         for name, data in (("training", train), ("serving", serve), ("rollout", rollout))
         if data
     }
-    table = to_markdown(rows, sources)
-    (RESULTS / "report.json").write_text(json.dumps({"rows": rows, "sources": sources}, indent=2) + "\n")
+    return {"rows": rows, "sources": sources}, to_markdown(rows, sources)
+
+
+def readme_table(text: str) -> str | None:
+    """The table between the README's bench markers, or None when the markers are missing."""
+    match = re.search(f"{re.escape(BEGIN)}\n(.*?){re.escape(END)}", text, flags=re.S)
+    return match.group(1) if match else None
+
+
+def build() -> str:
+    """Write report.json, report.md and the README table; return the table."""
+    report, table = render()
+    (RESULTS / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "report.md").write_text("# Benchmark report\n\n" + table)
     readme = ROOT / "README.md"
     text = readme.read_text()
-    if BEGIN in text and END in text:
+    if readme_table(text) is not None:
         new = re.sub(f"{re.escape(BEGIN)}.*?{re.escape(END)}", f"{BEGIN}\n{table}{END}", text, flags=re.S)
         readme.write_text(new)
     return table
