@@ -9,9 +9,8 @@ from tests.k8s.conftest import Rendered
 NAMESPACED = [
     {"apiGroups": ["rlops.io"], "resources": ["policyrollouts"], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": ["rlops.io"], "resources": ["policyrollouts/status"], "verbs": ["get", "patch", "update"]},
-    {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 CRDS = [
     {
