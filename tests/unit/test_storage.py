@@ -204,7 +204,7 @@ def test_check_reachable_unwritable_local_folder(tmp_path):
 @pytest.fixture
 def closed_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """AWS_ENDPOINT_URL pointing at a loopback port that nothing listens on."""
-    from conftest import free_port
+    from rlops_demo.cluster import free_port
 
     endpoint = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
