@@ -30,6 +30,8 @@ demo: install
 	$(PY) -m rlops_demo
 
 bench: install
+	# The serving benchmark drives load with wrk (Debian's package).
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench.report
 
 # helm, kubectl, checkov and kubeconform-style schema tools live in .tools (see scripts/install_tools.sh).
