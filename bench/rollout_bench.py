@@ -17,13 +17,8 @@ import argparse
 import json
 import os
 import random
-import secrets
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -32,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from rlops_demo.cluster import LocalRayCluster, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -244,69 +241,29 @@ class Load:
 
 
 # ---------------------------------------------------------------- local cluster
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
-class LocalCluster:
+class ExistingCluster:
+    """A Ray cluster started elsewhere (``--address``): the benchmark attaches and stops nothing."""
+
     address: str
     dashboard_url: str
     token: str
-    proc: subprocess.Popen[bytes] | None
-    temp_dir: Path | None
 
     def stop(self) -> None:
-        if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        if self.temp_dir is not None:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        """Nothing to stop: the cluster is not ours."""
 
 
-def start_cluster() -> LocalCluster:
-    """``ray start --head --block`` with token auth on free ports (its own process group)."""
-    token = os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    gcs, dash = _free_port(), _free_port()
-    temp_dir = Path(f"/tmp/rlops-bench-{secrets.token_hex(3)}")
-    cmd = [
-        str(Path(sys.executable).with_name("ray")),
-        "start",
-        "--head",
-        f"--port={gcs}",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dash}",
-        "--num-cpus=4",
-        f"--temp-dir={temp_dir}",
-        "--disable-usage-stats",
-        "--include-dashboard=true",
-        "--block",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{dash}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            req = urllib.request.Request(url + "/api/version", headers={"Authorization": f"Bearer {token}"})
-            with urllib.request.urlopen(req, timeout=5):
-                break
-        except (urllib.error.URLError, OSError):
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.5)
-    return LocalCluster(f"127.0.0.1:{gcs}", url, token, proc, temp_dir)
+def start_cluster() -> LocalRayCluster:
+    """A local head with token auth (its own process group); this process gets its client settings."""
+    cluster = LocalRayCluster(num_cpus=4).start()
+    os.environ.update(cluster.client_env())
+    return cluster
 
 
 # ---------------------------------------------------------------- the benchmark
-def run(cluster: LocalCluster, promotions: int, poll_interval: float, workdir: Path) -> dict[str, Any]:
+def run(
+    cluster: LocalRayCluster | ExistingCluster, promotions: int, poll_interval: float, workdir: Path
+) -> dict[str, Any]:
     import ray
     from ray import serve
     from rlops_operator import loop
@@ -319,7 +276,7 @@ def run(cluster: LocalCluster, promotions: int, poll_interval: float, workdir: P
     if ray.is_initialized():  # attached elsewhere (another benchmark in the same process)
         ray.shutdown()
     ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     root = str(workdir / "store")
     uris = build_ppo_checkpoints(root, 3)
@@ -450,8 +407,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     workdir = Path(tempfile.mkdtemp(prefix="rlops-rollout-bench-"))
     if args.address:
-        cluster = LocalCluster(
-            args.address, args.dashboard_url, os.environ.get("RAY_AUTH_TOKEN", ""), None, None
+        cluster: LocalRayCluster | ExistingCluster = ExistingCluster(
+            args.address, args.dashboard_url, os.environ.get("RAY_AUTH_TOKEN", "")
         )
     else:
         cluster = start_cluster()
