@@ -36,7 +36,7 @@ def wait_running(
 ) -> dict[str, Any]:
     """Wait until ``app`` is RUNNING and its ``/metadata`` answers; return that metadata."""
     deadline = time.monotonic() + timeout
-    status = "unknown"
+    status, last_error = "unknown", ""
     while time.monotonic() < deadline:
         try:
             body = httpx.get(f"{dashboard_url}/api/serve/applications/", headers=headers, timeout=10).json()
@@ -45,7 +45,8 @@ def wait_running(
                 meta = httpx.get(f"{endpoint}/metadata", timeout=5)
                 if meta.status_code == 200:
                     return meta.json()
-        except (httpx.HTTPError, ValueError):
-            pass
+        except (httpx.HTTPError, ValueError) as exc:  # not up yet: keep waiting, report it on timeout
+            last_error = f"; last error: {exc!r}"
         time.sleep(1.0)
-    raise TimeoutError(f"Serve application {app!r} not running after {timeout:.0f} s (last status {status})")
+    detail = f"status {status}{last_error}"
+    raise TimeoutError(f"Serve application {app!r} not running after {timeout:.0f} s ({detail})")
