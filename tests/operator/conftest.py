@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, free_port
 from tests.operator.kube import EmulatedCluster
+from tests.waiting import wait_for
 from workloads import checkpoints, storage
 
 SERVE_CONFIG = """\
@@ -81,18 +81,6 @@ def ckpt_root(tmp_path: Path) -> str:
 @pytest.fixture
 def checkpoint_factory() -> Callable[..., str]:
     return make_checkpoint
-
-
-def wait_for(fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> Any:
-    """Poll ``fn`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or fn}; last value {last!r}")
 
 
 class OperatorProcess:

@@ -7,6 +7,7 @@ replicas as ``reconfigure()``, which is the hot-swap path under test.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.waiting import wait_for
 
 IMPORT_PATH = "workloads.serve_app:app"
 
@@ -118,17 +121,7 @@ def corridor_url(serve_apps: ServeApps, corridor_checkpoints: Checkpoints) -> st
     return serve_apps.deploy("corridor-ro", {"checkpoint_uri": corridor_checkpoints.final})
 
 
-def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.25) -> Any:
-    """Poll until ``predicate()`` is truthy; return its value or fail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 @pytest.fixture
 def wait() -> Any:
-    return wait_for
+    """``wait(predicate, timeout=60)``: poll until truthy or fail (the shared helper, serve defaults)."""
+    return functools.partial(wait_for, timeout=60.0, interval=0.25)
