@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -107,7 +108,7 @@ class LocalRayCluster:
             except subprocess.TimeoutExpired:
                 continue
         self.process = None
-        subprocess.run(["rm", "-rf", str(self.temp_dir)], check=False)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalRayCluster:
         return self.start()

@@ -12,7 +12,7 @@ import urllib.error
 from typing import Any
 
 from . import serveconfig
-from .targets import Health, Lineage, TargetError, TargetMissing, http_json
+from .targets import Health, Lineage, TargetError, TargetMissing, http_json, judge_application
 
 _HTTP_KEYS = ("host", "port", "root_path", "request_timeout_s", "keep_alive_timeout_s")
 
@@ -101,15 +101,6 @@ class DashboardTarget:
         configured = serveconfig.checkpoint_of({"applications": [config]}, self.application, self.deployment)
         if configured != checkpoint_uri:
             return Health("pending", f"config names {configured}, waiting for {checkpoint_uri}")
-        status = str(app.get("status", ""))
-        dep = (app.get("deployments") or {}).get(self.deployment) or {}
-        dep_status = str(dep.get("status", ""))
-        if status == "DEPLOY_FAILED" or dep_status == "DEPLOY_FAILED":
-            return Health("failed", f"{status}: {app.get('message') or dep.get('message') or ''}".strip())
         deps = app.get("deployments") or {}
-        unhealthy = sorted(n for n, d in deps.items() if str((d or {}).get("status", "")) != "HEALTHY")
-        if status == "RUNNING" and dep_status == "HEALTHY" and not unhealthy:
-            return Health("healthy", "RUNNING, HEALTHY")
-        if unhealthy:
-            return Health("pending", f"application {status or '?'}, deployments not HEALTHY: {unhealthy}")
-        return Health("pending", f"application {status or '?'}, deployment {dep_status or '?'}")
+        message = app.get("message") or (deps.get(self.deployment) or {}).get("message") or ""
+        return judge_application(str(app.get("status", "")), deps, self.deployment, message)

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from . import serveconfig
-from .targets import Health, Lineage, TargetError, TargetMissing
+from .targets import Health, Lineage, TargetError, TargetMissing, judge_application
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayservices"
 ANNOTATION_PREFIX = "rlops.io/"
@@ -177,14 +177,6 @@ class RayServiceTarget:
             )
         apps = (status.get("activeServiceStatus") or {}).get("applicationStatuses") or {}
         app = apps.get(self.application) or {}
-        app_status = str(app.get("status", ""))
         deps = app.get("serveDeploymentStatuses") or {}
-        dep_status = str((deps.get(self.deployment) or {}).get("status", ""))
-        if app_status == "DEPLOY_FAILED":
-            return Health("failed", f"application DEPLOY_FAILED: {app.get('message', '')}".strip())
-        unhealthy = sorted(n for n, d in deps.items() if str((d or {}).get("status", "")) != "HEALTHY")
-        if app_status == "RUNNING" and dep_status == "HEALTHY" and not unhealthy:
-            return Health("healthy", "RUNNING, HEALTHY")
-        if unhealthy:
-            return Health("pending", f"application {app_status or '?'}, deployments not HEALTHY: {unhealthy}")
-        return Health("pending", f"application {app_status or '?'}, deployment {dep_status or '?'}")
+        message = app.get("message") or (deps.get(self.deployment) or {}).get("message") or ""
+        return judge_application(str(app.get("status", "")), deps, self.deployment, message)

@@ -30,6 +30,23 @@ class Health:
     detail: str = ""
 
 
+def judge_application(app_status: str, deployments: dict, deployment: str, message: str = "") -> Health:
+    """Health of a Serve application from its status and its deployments' statuses.
+
+    The same judgement for both targets: the dashboard's ``applications.<app>.deployments`` and
+    KubeRay's ``applicationStatuses.<app>.serveDeploymentStatuses`` carry the same Serve statuses.
+    """
+    dep_status = str((deployments.get(deployment) or {}).get("status", ""))
+    if app_status == "DEPLOY_FAILED" or dep_status == "DEPLOY_FAILED":
+        return Health("failed", f"application {app_status or '?'}: {message}".strip())
+    unhealthy = sorted(n for n, d in deployments.items() if str((d or {}).get("status", "")) != "HEALTHY")
+    if app_status == "RUNNING" and dep_status == "HEALTHY" and not unhealthy:
+        return Health("healthy", "RUNNING, HEALTHY")
+    if unhealthy:
+        return Health("pending", f"application {app_status or '?'}, deployments not HEALTHY: {unhealthy}")
+    return Health("pending", f"application {app_status or '?'}, deployment {dep_status or '?'}")
+
+
 @dataclass(frozen=True)
 class Lineage:
     """Where a checkpoint came from, recorded on the target when it goes live."""
