@@ -39,10 +39,11 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" --extra-index-ur
         "torch==2.13.0" \
     && pip install --no-cache-dir -c requirements/constraints.txt -r requirements/workloads.txt
 COPY --chown=1000:100 pyproject.toml README.md ./
+COPY --chown=1000:100 rlops_core ./rlops_core
 COPY --chown=1000:100 workloads ./workloads
 COPY --chown=1000:100 operator ./operator
 RUN pip install --no-cache-dir --no-deps . \
-    && python -c "import workloads, workloads.storage, workloads.checkpoints"
+    && python -c "import workloads, rlops_core.storage, rlops_core.checkpoints"
 # The image's own user (uid 1000), as KubeRay's pod templates expect.
 USER 1000
 WORKDIR /home/ray
@@ -63,7 +64,7 @@ COPY requirements/constraints.txt ./requirements/constraints.txt
 COPY --from=requirements /src/operator.txt ./requirements/operator.txt
 RUN pip install --no-cache-dir -c requirements/constraints.txt -r requirements/operator.txt
 COPY pyproject.toml README.md ./
-COPY workloads ./workloads
+COPY rlops_core ./rlops_core
 COPY operator ./operator
 # Fails the build if anything pulled Ray or torch in.
 RUN pip install --no-cache-dir --no-deps . \

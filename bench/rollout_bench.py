@@ -43,7 +43,7 @@ def build_ppo_checkpoints(root: str, count: int, *, experiment: str = "bench", s
     """
     from ray.rllib.algorithms.ppo import PPOConfig
 
-    from workloads import checkpoints, storage
+    from rlops_core import checkpoints, storage
     from workloads.envs import register_with_ray
 
     register_with_ray()
@@ -82,7 +82,7 @@ def build_ppo_checkpoints(root: str, count: int, *, experiment: str = "bench", s
 
 def broken_copy(good: str, dest: str) -> str:
     """A checkpoint with a complete, matching manifest whose model weights cannot be loaded."""
-    from workloads import checkpoints, storage
+    from rlops_core import checkpoints, storage
 
     src, out = storage.parse_uri(good).path, storage.parse_uri(dest).path
     shutil.copytree(src, out)
@@ -271,7 +271,7 @@ def run(
     from rlops_operator.engine import Engine
     from rlops_operator.spec import RolloutSpec, TargetSpec
 
-    from workloads import checkpoints
+    from rlops_core import checkpoints
 
     if ray.is_initialized():  # attached elsewhere (another benchmark in the same process)
         ray.shutdown()

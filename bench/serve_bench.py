@@ -56,7 +56,7 @@ def evaluate_corridor(checkpoint: str, episodes: int = 400, seed: int = 0) -> di
 def _save(algo: Any, path: Path, name: str, iteration: int, metric: float) -> str:
     import shutil
 
-    from workloads.checkpoints import build_manifest, write_manifest
+    from rlops_core.checkpoints import build_manifest, write_manifest
 
     shutil.rmtree(path, ignore_errors=True)
     algo.save_to_path(str(path))

@@ -80,7 +80,7 @@ wait_for() {
 # The checkpoint URI a pointer names, read inside the cluster with the operator's credentials.
 read_pointer() {
   "${KUBECTL[@]}" -n "$NS" exec deploy/rlops-operator -- python -c \
-    "import sys; from workloads import checkpoints; print(checkpoints.read_pointer(sys.argv[1]))" "$1"
+    "import sys; from rlops_core import checkpoints; print(checkpoints.read_pointer(sys.argv[1]))" "$1"
 }
 
 # Wait for a RayJob's jobStatus SUCCEEDED (jobDeploymentStatus Complete alone is not success).

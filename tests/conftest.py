@@ -56,7 +56,7 @@ def s3_server() -> Iterator[S3Server]:
     """moto's S3 server on a loopback port; AWS_* variables set for this process and its children."""
     from moto.server import ThreadedMotoServer
 
-    from workloads import storage
+    from rlops_core import storage
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)

@@ -22,7 +22,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from workloads import storage
+from rlops_core import storage
 from workloads.serving.api import (
     MAX_BATCH,
     ActRequest,

@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: training failed: {exc}", file=sys.stderr, flush=True)
         return EXIT_FAILED
     except Exception as exc:
-        from workloads import checkpoints, storage
+        from rlops_core import checkpoints, storage
 
         if isinstance(exc, storage.StorageError | checkpoints.CheckpointError):
             print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workloads import checkpoints, storage
+from rlops_core import checkpoints, storage
 
 from .spec import RolloutSpec
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from workloads import storage
+from rlops_core import storage
 
 from . import checks
 from .spec import RolloutSpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from workloads import storage
+from rlops_core import storage
 
 
 class SpecError(ValueError):

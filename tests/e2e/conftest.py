@@ -18,11 +18,11 @@ import httpx
 import pytest
 import yaml
 
+from rlops_core import checkpoints, storage
 from tests.conftest import free_port
 from tests.e2e.kuberay import KubeRayStandIn
 from tests.operator.conftest import OperatorProcess, wait_for
 from tests.operator.kube import EmulatedCluster, rayservice_path, rollout_path
-from workloads import checkpoints, storage
 
 NS = "default"
 DEPLOYMENT = "PolicyServer"

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from rlops_core import checkpoints, storage
 from rlops_demo.load import LoadGenerator
 from tests.e2e.conftest import (
     TrainedCheckpoints,
@@ -30,7 +31,6 @@ from tests.e2e.conftest import (
     wait_for,
 )
 from tests.operator.conftest import OperatorProcess
-from workloads import checkpoints, storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 REPLICAS = 2

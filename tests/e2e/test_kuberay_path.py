@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
+from rlops_core import checkpoints
 from rlops_demo.load import LoadGenerator
 from tests.e2e.conftest import TrainedCheckpoints, configured_checkpoint, metadata, wait_for
-from workloads import checkpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

@@ -66,7 +66,7 @@ def test_dependencies_install_before_the_source_is_copied() -> None:
     for stage in ("workloads", "operator"):
         lines = stages()[stage]
         deps = next(i for i, line in enumerate(lines) if "-r requirements/" in line)
-        source = next(i for i, line in enumerate(lines) if line.startswith("COPY") and "./workloads" in line)
+        source = next(i for i, line in enumerate(lines) if line.startswith("COPY") and "./rlops_core" in line)
         assert deps < source, f"{stage}: source copied before the dependency layer"
         assert any("-c requirements/constraints.txt" in line for line in lines)
     assert '"torch==2.13.0"' in TEXT
@@ -107,6 +107,6 @@ def context_files() -> list[str]:
 
 def test_build_context_holds_what_copy_needs_and_nothing_else() -> None:
     kept = context_files()
-    for needed in ("pyproject.toml", "README.md", "requirements/constraints.txt", "workloads/storage.py"):
+    for needed in ("pyproject.toml", "README.md", "requirements/constraints.txt", "rlops_core/storage.py"):
         assert needed in kept
     assert not [p for p in kept if p.startswith(("tests/", "charts/", ".venv/", "bench/", "manifests/"))]

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from rlops_core import checkpoints, storage
 from tests.conftest import REPO_ROOT, free_port
 from tests.operator.kube import EmulatedCluster
 from tests.waiting import wait_for
-from workloads import checkpoints, storage
 
 SERVE_CONFIG = """\
 # the user's serve config: the operator must keep everything but the checkpoint

@@ -17,9 +17,9 @@ from rlops_operator.patching import merge_diff
 from rlops_operator.spec import RolloutSpec, SpecError, TargetSpec
 from rlops_operator.targets import Metadata
 
+from rlops_core import checkpoints, storage
 from tests.operator.conftest import SERVE_CONFIG, make_checkpoint
 from tests.operator.doubles import Clock, ConfigTarget
-from workloads import checkpoints, storage
 
 
 def spec_for(root: str, **kw: object) -> RolloutSpec:

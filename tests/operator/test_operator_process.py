@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
+from rlops_core import checkpoints, storage
 from tests.operator.conftest import SERVE_CONFIG, OperatorProcess, make_checkpoint, wait_for
 from tests.operator.kube import EmulatedCluster, rayservice_path, rollout_path
-from workloads import checkpoints, storage
 
 pytestmark = pytest.mark.timeout(300)
 NS = "default"

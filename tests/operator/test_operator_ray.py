@@ -19,8 +19,8 @@ from rlops_operator import serveconfig
 from rlops_operator.dashboard import DashboardTarget
 
 from bench.rollout_bench import broken_copy, build_ppo_checkpoints, deploy_app, metadata, wait_live
+from rlops_core import checkpoints, storage
 from tests.conftest import REPO_ROOT
-from workloads import checkpoints, storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 APP, ROUTE = "op-corridor", "/op-corridor"

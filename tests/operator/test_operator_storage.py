@@ -8,9 +8,9 @@ from rlops_operator import checks
 from rlops_operator.engine import Engine
 from rlops_operator.spec import RolloutSpec, TargetSpec
 
+from rlops_core import checkpoints, storage
 from tests.operator.conftest import make_checkpoint
 from tests.operator.doubles import ConfigTarget
-from workloads import checkpoints, storage
 
 
 def _spec(root: str) -> RolloutSpec:

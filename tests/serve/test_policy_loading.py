@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from workloads import checkpoints
+from rlops_core import checkpoints
 from workloads.serving.api import RequestError, parse_observation
 from workloads.serving.capture import CaptureSettings, CaptureWriter
 from workloads.serving.policy import PolicyLoadError, load_policy

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from workloads import checkpoints
+from rlops_core import checkpoints
 
 pytestmark = pytest.mark.slow
 

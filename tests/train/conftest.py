@@ -55,8 +55,8 @@ def fresh_s3(ray_cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[FreshS3]:
     import boto3
     from moto.server import ThreadedMotoServer
 
+    from rlops_core import storage
     from tests.conftest import free_port
-    from workloads import storage
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from rlops_core import checkpoints, storage
 from tests.train.conftest import FAST_CORRIDOR, CliRun, run_cli, sha256_file
-from workloads import checkpoints, storage
 from workloads.training.finalize import BestCheckpoint, commit
 from workloads.training.settings import METRIC, validate
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from rlops_core import checkpoints
 from tests.train.conftest import FAST_CORRIDOR, REPO_ROOT, cli_command, cli_env
-from workloads import checkpoints
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from workloads import checkpoints, storage
-from workloads.checkpoints import (
+from rlops_core import checkpoints, storage
+from rlops_core.checkpoints import (
     MANIFEST_NAME,
     MANIFEST_SCHEMA,
     CheckpointError,

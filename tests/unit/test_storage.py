@@ -1,4 +1,4 @@
-"""workloads.storage on a local folder and on a real S3-protocol server (moto in server mode)."""
+"""rlops_core.storage on a local folder and on a real S3-protocol server (moto in server mode)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from workloads import storage
-from workloads.storage import Location, ObjectNotFound, StorageError, StorageURIError
+from rlops_core import storage
+from rlops_core.storage import Location, ObjectNotFound, StorageError, StorageURIError
 
 BACKENDS = ["local", "s3"]
 

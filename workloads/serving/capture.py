@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workloads import storage
+from rlops_core import storage
 
 log = logging.getLogger("ray.serve")
 

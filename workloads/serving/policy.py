@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from workloads import checkpoints, storage
+from rlops_core import checkpoints, storage
 
 MODULE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
 ENV_TO_MODULE_PATH = ("env_runner", "env_to_module_connector")

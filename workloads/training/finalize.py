@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from workloads import checkpoints, storage
+from rlops_core import checkpoints, storage
 from workloads.training.settings import METRIC, SEARCHABLE, TrainSettings
 
 log = logging.getLogger("rlops.train")

@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from workloads import storage
+from rlops_core import storage
 from workloads.training import finalize, reporting, tune_setup
 from workloads.training.settings import SEARCHABLE, SettingsError, TrainSettings, check_before_ray
 from workloads.training.tune_storage import tune_storage

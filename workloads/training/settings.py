@@ -189,7 +189,7 @@ class TrainSettings(_Strict):
     @field_validator("storage")
     @classmethod
     def _storage_uri(cls, value: str) -> str:
-        from workloads import storage
+        from rlops_core import storage
 
         try:
             return storage.parse_uri(value).uri
@@ -244,7 +244,7 @@ class TrainSettings(_Strict):
 
     @property
     def experiment_uri(self) -> str:
-        from workloads import storage
+        from rlops_core import storage
 
         return storage.join_uri(self.storage, str(self.name))
 
@@ -329,7 +329,7 @@ def _one_line(exc: ValidationError) -> str:
 
 def check_before_ray(settings: TrainSettings) -> None:
     """Checks that need I/O but no Ray: the env builds with its config, the storage root is usable."""
-    from workloads import storage
+    from rlops_core import storage
     from workloads.envs import make_env
 
     try:

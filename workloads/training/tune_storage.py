@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from workloads import storage
+from rlops_core import storage
 
 
 @dataclass(frozen=True)

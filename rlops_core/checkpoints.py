@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from workloads import storage
+from rlops_core import storage
 
 MANIFEST_NAME = "rlops.json"
 POINTER_NAME = "best_checkpoint.txt"
