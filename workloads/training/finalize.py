@@ -1,9 +1,9 @@
 """The end of a run: pick the best checkpoint, write its manifest, then the pointers (the commit point).
 
-Order per DESIGN.md: checkpoint files (already written by Tune), then ``rlops.json``, then the run
-pointer ``<root>/<name>/best_checkpoint.txt``; with promotion also the channel pointer
-``<root>/<channel>/best_checkpoint.txt``, but only when the new metric beats the metric in the
-manifest the channel points at now (or when forced).
+Order (docs/training.md, "The end of a run, and the promotion gate"): checkpoint files (already
+written by Tune), then ``rlops.json``, then the run pointer ``<root>/<name>/best_checkpoint.txt``;
+with promotion also the channel pointer ``<root>/<channel>/best_checkpoint.txt``, but only when the
+new metric beats the metric in the manifest the channel points at now (or when forced).
 """
 
 from __future__ import annotations
