@@ -1,9 +1,10 @@
-"""The demo's report: a rollout timeline PNG and an HTML page that links the training curves."""
+"""The demo's report: a rollout timeline PNG and a self-contained HTML page (images copied beside it)."""
 
 from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,25 +64,78 @@ def plot_timeline(stats: LoadStats, marks: dict[str, float], path: Path) -> Path
     return path
 
 
+IMAGES = "images"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "image"
+
+
+def copy_image(source: str | Path, report_dir: Path, name: str) -> str | None:
+    """Copy an image (a path or a storage URI) into ``report_dir/images/`` and return its relative link.
+
+    Returns None when the source cannot be read; the report then says so instead of showing a
+    broken image.
+    """
+    from rlops_core import storage
+
+    try:
+        data = Path(source).read_bytes() if isinstance(source, Path) else storage.read_bytes(source)
+    except (OSError, storage.StorageError, ValueError):
+        return None
+    target = report_dir / IMAGES / f"{_slug(name)}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)  # read whole first, so copying a file onto itself is harmless
+    return f"{IMAGES}/{target.name}"
+
+
+def _figure(title: str, link: str | None, width: int, missing: str) -> str:
+    if link is None:
+        return f"<h3>{html.escape(title)}</h3><p><em>{html.escape(missing)}</em></p>"
+    return (
+        f"<h3>{html.escape(title)}</h3>"
+        f'<img src="{html.escape(link)}" alt="{html.escape(title)}" width="{width}">'
+    )
+
+
 def write_html(summary: dict[str, Any], rounds: list[RoundSummary], timeline_png: Path, path: Path) -> Path:
-    """A single HTML page: the summary, the training curves of each round and the rollout timeline."""
+    """A self-contained report folder: ``path`` plus ``images/`` beside it, linked relatively.
+
+    The training curves (wherever training wrote them, local or S3) and the rollout timeline are
+    copied into ``images/``, so the folder can be copied, archived or served as it is.
+    """
+    report_dir = path.parent
+    report_dir.mkdir(parents=True, exist_ok=True)
     rows = "".join(
         f"<tr><td>{html.escape(r.name)}</td><td>{r.metric:.3f}</td><td>{'yes' if r.promoted else 'no'}</td>"
         f"<td>{r.seconds:.1f}</td><td><code>{html.escape(r.checkpoint_uri)}</code></td></tr>"
         for r in rounds
     )
-    curves = "".join(
-        f"<h3>{html.escape(r.name)}</h3><img src='{html.escape(r.curves_png)}' width='800'>"
-        for r in rounds
-        if r.curves_png
+    timeline = _figure(
+        "Requests, latency and the live checkpoint",
+        copy_image(timeline_png, report_dir, "rollout"),
+        900,
+        f"the rollout timeline could not be read from {timeline_png}",
     )
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>rlops demo report</title></head>
-<body style="font-family: sans-serif; max-width: 1000px">
+    curves = "".join(
+        _figure(
+            r.name,
+            copy_image(r.curves_png, report_dir, f"{r.name}-training-curves") if r.curves_png else None,
+            800,
+            f"no training curves for {r.name}"
+            + (f" (could not read {r.curves_png})" if r.curves_png else " (training wrote none)"),
+        )
+        for r in rounds
+    )
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>rlops demo report</title>
+<style>body {{ font-family: sans-serif; max-width: 1000px }} td:first-child {{ white-space: nowrap }}
+pre {{ white-space: pre-wrap; overflow-wrap: anywhere }} img {{ max-width: 100% }}</style></head>
+<body>
 <h1>rlops: train → promote → serve, on one machine</h1>
 <h2>Training rounds</h2>
 <table border="1" cellpadding="4"><tr><th>round</th><th>best mean return</th><th>promoted</th>
 <th>seconds</th><th>checkpoint</th></tr>{rows}</table>
-<h2>Rollout</h2><img src="{html.escape(timeline_png.name)}" width="900">
+<h2>Rollout</h2>{timeline}
 <h2>Summary</h2><pre>{html.escape(json.dumps(summary, indent=2))}</pre>
 <h2>Training curves</h2>{curves}
 </body></html>"""
