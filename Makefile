@@ -9,6 +9,13 @@ STAMP := $(VENV)/.rlops-installed
 .PHONY: install demo test lint bench tools kind-e2e manifests clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
+	@# pyproject pins Python 3.11 (>=3.11,<3.12): fail here, clearly, rather than deep in pip.
+	@v="$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"; \
+	if [ "$$v" != "3.11" ]; then \
+	  echo "rlops needs Python 3.11, but PYTHON=$(PYTHON) is $${v:-not a working Python}." >&2; \
+	  echo "Install it (Debian/Ubuntu: apt-get install python3.11 python3.11-venv) and run e.g. 'make PYTHON=python3.11 demo'." >&2; \
+	  exit 1; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check pip==25.3
 	# torch first and exactly: a looser request would pull several GB of CUDA wheels.
@@ -30,8 +37,12 @@ demo: install
 	$(PY) -m rlops_demo
 
 bench: install
-	# The serving benchmark drives load with wrk (Debian's package).
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	@# The serving benchmark drives load with wrk (Debian's package), installed with apt-get if missing.
+	@command -v wrk >/dev/null || { \
+	  echo "make bench: wrk is missing; installing Debian's wrk package with apt-get (needs root and a Debian mirror)"; \
+	  (apt-get update -qq && apt-get install -y -qq wrk) || { \
+	    echo "make bench: could not install wrk with apt-get. Install it yourself (Debian/Ubuntu: sudo apt-get install wrk) and run make bench again." >&2; \
+	    exit 1; }; }
 	$(PY) -m bench.report
 
 # helm, kubectl, checkov and kubeconform-style schema tools live in .tools (see scripts/install_tools.sh).

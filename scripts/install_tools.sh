@@ -71,8 +71,29 @@ install_python_tools() {
   touch "$VENV_DIR/.complete"
 }
 
+# Debian packages some tests use: chromium (renders the demo report) and prometheus 2.42 (runs the
+# Grafana dashboard's queries). Installed only when missing, as root, with apt-get; never fatal: the
+# tests that need them skip and say why. RLOPS_APT_TOOLS=0 skips this step.
+install_apt_tools() {
+  [[ "${RLOPS_APT_TOOLS:-1}" == "0" ]] && return 0
+  local missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v prometheus >/dev/null || missing+=(prometheus)
+  ((${#missing[@]})) || return 0
+  if [[ "$(id -u)" != "0" ]] || ! command -v apt-get >/dev/null; then
+    log "not installing ${missing[*]} (needs root and apt-get); the tests that use them will skip"
+    return 0
+  fi
+  log "apt-get install ${missing[*]} (for the report-render and dashboard-query tests)"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends "${missing[@]}"; } >"$CACHE/apt.log" 2>&1; then
+    log "apt-get failed (see $CACHE/apt.log); the tests that use ${missing[*]} will skip"
+  fi
+}
+
 install_kubectl_layer
 install_python_tools
+install_apt_tools
 # .tools/bin is the one folder tests and scripts use.
 ln -sfn "$LAYER_DIR/helm" "$TOOLS/bin/helm"
 ln -sfn "$LAYER_DIR/kubectl" "$TOOLS/bin/kubectl"
