@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rlops_core.serve_client import ServeClient, ServeError, get_json
 from rlops_demo.cluster import LocalRayCluster, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,20 +99,6 @@ def broken_copy(good: str, dest: str) -> str:
 
 
 # ---------------------------------------------------------------- Serve via the REST API
-def serve_request(dashboard_url: str, token: str, method: str, body: Any = None) -> Any:
-    """One call to ``/api/serve/applications/`` with the dashboard token."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        dashboard_url.rstrip("/") + "/api/serve/applications/",
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw.strip() else None
-
-
 def deploy_app(
     dashboard_url: str,
     token: str,
@@ -122,38 +109,29 @@ def deploy_app(
     replicas: int = 1,
 ) -> None:
     """Deploy (declaratively) the policy server under ``name``, keeping other declarative apps."""
-    details = serve_request(dashboard_url, token, "GET")
-    apps = [
-        a["deployed_app_config"]
-        for n, a in (details.get("applications") or {}).items()
-        if n != name and a.get("deployed_app_config")
-    ]
-    apps.append(
-        {
-            "name": name,
-            "route_prefix": route,
-            "import_path": "workloads.serve_app:app",
-            "deployments": [
-                {
-                    "name": "PolicyServer",
-                    "num_replicas": replicas,
-                    "ray_actor_options": {"num_cpus": 0.1},
-                    "user_config": {"checkpoint_uri": checkpoint_uri},
-                }
-            ],
-        }
-    )
-    http = details.get("http_options") or {}
-    body = {"applications": apps, "http_options": {k: http[k] for k in ("host", "port") if k in http}}
-    serve_request(dashboard_url, token, "PUT", body)
+    app = {
+        "name": name,
+        "route_prefix": route,
+        "import_path": "workloads.serve_app:app",
+        "deployments": [
+            {
+                "name": "PolicyServer",
+                "num_replicas": replicas,
+                "ray_actor_options": {"num_cpus": 0.1},
+                "user_config": {"checkpoint_uri": checkpoint_uri},
+            }
+        ],
+    }
+    with ServeClient(dashboard_url, token, timeout=30) as client:
+        client.upsert(app)
 
 
 def metadata(endpoint: str) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(endpoint.rstrip("/") + "/metadata", timeout=5) as resp:
-            return json.loads(resp.read())
-    except (urllib.error.URLError, OSError, ValueError):
+        body = get_json(endpoint.rstrip("/") + "/metadata", timeout=5)
+    except ServeError:
         return None
+    return body if isinstance(body, dict) else None
 
 
 def wait_live(endpoint: str, uri: str, timeout: float = 180.0) -> None:

@@ -214,121 +214,92 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
 
 
-def free_port() -> int:
-    import socket
+def _fast_ingress_env(extra_env: dict[str, str]) -> tuple[dict[str, str], list[Path]]:
+    """HAProxy needs short socket paths: its files go to a fresh ``/tmp/rhp*`` folder (removed on stop)."""
+    import uuid
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    from rlops_demo.cluster import free_port
+
+    if extra_env.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        return dict(extra_env), []
+    ha_dir = Path(f"/tmp/rhp{uuid.uuid4().hex[:6]}")
+    env = dict(
+        extra_env,
+        RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(ha_dir / "haproxy.cfg"),
+        RAY_SERVE_HAPROXY_SOCKET_PATH=str(ha_dir / "admin.sock"),
+        RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(ha_dir),
+        RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(ha_dir / "server-state"),
+        RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
+        RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
+    )
+    return env, [ha_dir]
 
 
 class Cluster:
-    """A private ``ray start --head`` (token auth) with extra env vars, attached with ``ray.init``."""
+    """The shared local Ray head (``rlops_demo.cluster``) with extra env vars, attached with ``ray.init``.
+
+    Apps are deployed through the shared Serve REST client (``rlops_core.serve_client``).
+    """
 
     def __init__(self, extra_env: dict[str, str], num_cpus: int = 4) -> None:
         import os
-        import secrets
-        import subprocess
-        import sys
         import uuid
 
-        self.token = os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
-        os.environ["RAY_AUTH_MODE"] = "token"
-        self.temp_dir = Path(f"/tmp/rlops-bench-{uuid.uuid4().hex[:6]}")
-        self.gcs_port, self.dash_port, self.http_port = free_port(), free_port(), free_port()
-        env = dict(os.environ, **extra_env, RAY_USAGE_STATS_ENABLED="0")
-        self.extra_dirs: list[Path] = []
-        if extra_env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
-            ha_dir = Path(f"/tmp/rhp{uuid.uuid4().hex[:6]}")  # HAProxy socket paths must stay short
-            self.extra_dirs.append(ha_dir)
-            env.update(
-                RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(ha_dir / "haproxy.cfg"),
-                RAY_SERVE_HAPROXY_SOCKET_PATH=str(ha_dir / "admin.sock"),
-                RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(ha_dir),
-                RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(ha_dir / "server-state"),
-                RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
-                RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
-            )
-        cmd = [
-            str(Path(sys.executable).with_name("ray")),
-            "start",
-            "--head",
-            "--block",
-            f"--port={self.gcs_port}",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={self.dash_port}",
-            f"--num-cpus={num_cpus}",
-            f"--temp-dir={self.temp_dir}",
-            "--disable-usage-stats",
-        ]
-        self.log = (Path("/tmp") / f"{self.temp_dir.name}.log").open("wb")
-        self.proc = subprocess.Popen(
-            cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT
-        )
-        self.dashboard = f"http://127.0.0.1:{self.dash_port}"
-        self.headers = {"Authorization": f"Bearer {self.token}"}
-        _wait_http(f"{self.dashboard}/api/version", self.headers, timeout=180)
         import ray
 
-        ray.init(address=f"127.0.0.1:{self.gcs_port}", logging_level="WARNING", log_to_driver=False)
+        from rlops_demo.cluster import LocalRayCluster, free_port
+
+        env, extra_dirs = _fast_ingress_env(extra_env)
+        name = f"rlops-bench-{uuid.uuid4().hex[:6]}"
+        self.head = LocalRayCluster(
+            num_cpus=num_cpus,
+            env=env,
+            cwd=REPO_ROOT,
+            log_path=Path("/tmp") / f"{name}.log",
+            temp_dir=Path("/tmp") / name,
+            cleanup_dirs=extra_dirs,
+        ).start()
+        os.environ.update(RAY_AUTH_TOKEN=self.head.token, RAY_AUTH_MODE="token")
+        self.token = self.head.token
+        self.http_port = free_port()
+        self.client = self.head.serve_client()
+        ray.init(address=self.head.address, logging_level="WARNING", log_to_driver=False)
         self.apps: list[dict[str, Any]] = []
 
     def deploy(self, app: dict[str, Any], timeout: float = 300.0) -> float:
         """Add or replace one app (a declarative PUT, as KubeRay does); wait until RUNNING; return seconds."""
-        import httpx
-
         self.apps = [a for a in self.apps if a["name"] != app["name"]] + [app]
-        body = {"http_options": {"host": "127.0.0.1", "port": self.http_port}, "applications": self.apps}
         started = time.perf_counter()
-        resp = httpx.put(
-            f"{self.dashboard}/api/serve/applications/", json=body, headers=self.headers, timeout=60
+        self.client.deploy(self.apps, http_options={"host": "127.0.0.1", "port": self.http_port})
+        self.client.wait_running(
+            app["name"], timeout=timeout, interval=0.2, fail_on=("DEPLOY_FAILED", "UNHEALTHY")
         )
-        if resp.status_code != 200:
-            raise RuntimeError(f"deploying {app['name']} failed: {resp.status_code} {resp.text[-3000:]}")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = httpx.get(f"{self.dashboard}/api/serve/applications/", headers=self.headers, timeout=30)
-            info = status.json().get("applications", {}).get(app["name"], {})
-            if info.get("status") == "RUNNING":
-                return time.perf_counter() - started
-            if info.get("status") in ("DEPLOY_FAILED", "UNHEALTHY"):
-                raise RuntimeError(f"{app['name']}: {info.get('message')}")
-            time.sleep(0.2)
-        raise TimeoutError(f"{app['name']} not RUNNING after {timeout}s")
+        return time.perf_counter() - started
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.http_port}/{name}"
 
     def stop(self) -> None:
-        import os
-        import shutil
-        import signal
-
         import ray
 
         ray.shutdown()
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=60)
-        except Exception:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.log.close()
-        for folder in [self.temp_dir, *self.extra_dirs]:
-            shutil.rmtree(folder, ignore_errors=True)
+        self.client.close()
+        self.head.stop()
 
 
-def _wait_http(url: str, headers: dict[str, str], timeout: float) -> None:
-    import httpx
+def _wait_http(url: str, timeout: float) -> None:
+    """Wait until ``url`` answers 2xx (a server process coming up); fail naming the last error."""
+    from rlops_core.serve_client import ServeError, ServeTimeout, get_json
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            httpx.get(url, headers=headers, timeout=5).raise_for_status()
+            get_json(url, timeout=5, max_bytes=16 * 1024 * 1024)
             return
-        except Exception:
+        except ServeError as exc:
             if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+                raise ServeTimeout(f"{url} did not answer within {timeout:g} s: {exc.message}") from None
+        time.sleep(0.5)
 
 
 def app_configs(checkpoint: str) -> dict[str, dict[str, Any]]:
@@ -438,10 +409,12 @@ def swap_times(cluster: Cluster, checkpoints: list[str], rounds: int = 3) -> lis
         app = app_configs(target)["rlops"]
         started = time.perf_counter()
         cluster.deploy(app)
-        while True:
-            meta = httpx.get(cluster.url("rlops") + "/metadata", timeout=30).json()
-            if meta["checkpoint_uri"] == target:
-                break
+        deadline = time.monotonic() + 120
+        while (meta := httpx.get(cluster.url("rlops") + "/metadata", timeout=30).json())[
+            "checkpoint_uri"
+        ] != target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"/metadata did not name {target} within 120 s (last: {meta})")
             time.sleep(0.05)
         out.append({"seconds": round(time.perf_counter() - started, 3), "load_seconds": meta["load_seconds"]})
     return out
@@ -474,6 +447,8 @@ def bench_bare(checkpoint: str, duration: float) -> dict[str, Any]:
     import subprocess
     import sys
 
+    from rlops_demo.cluster import free_port
+
     port = free_port()
     env = dict(os.environ, RLOPS_BENCH_CHECKPOINT=checkpoint, PYTHONPATH=str(REPO_ROOT))
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "bench.serve_bench:make_bare_app"]
@@ -481,7 +456,7 @@ def bench_bare(checkpoint: str, duration: float) -> dict[str, Any]:
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/docs", {}, timeout=180)
+        _wait_http(f"http://127.0.0.1:{port}/openapi.json", timeout=180)
         cold = time.perf_counter() - started
         return {"cold_start_s": round(cold, 2), **measure(f"http://127.0.0.1:{port}", duration)}
     finally:

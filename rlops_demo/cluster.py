@@ -10,10 +10,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from rlops_core.serve_client import ServeClient, ServeError
 
 
 def free_port() -> int:
@@ -27,7 +28,8 @@ def free_port() -> int:
 class LocalRayCluster:
     """``ray start --head --block`` in its own process group, with token authentication on.
 
-    ``env`` is added to the head's environment (and so to every worker and Serve replica).
+    ``env`` is added to the head's environment (and so to every worker and Serve replica); ``cwd`` is
+    the head's working directory; ``cleanup_dirs`` are removed with the temp dir on :meth:`stop`.
     """
 
     num_cpus: int = 4
@@ -38,6 +40,8 @@ class LocalRayCluster:
     dashboard_port: int = field(default_factory=free_port)
     # Ray's session folders need a short path (AF_UNIX socket names are limited to 107 bytes).
     temp_dir: Path = field(default_factory=lambda: Path(f"/tmp/rlops-ray-{uuid.uuid4().hex[:6]}"))
+    cwd: Path | None = None
+    cleanup_dirs: list[Path] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,22 +80,31 @@ class LocalRayCluster:
         env.pop("RAY_ADDRESS")
         out = self.log_path.open("wb") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.cwd
         )
         deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                raise RuntimeError(f"ray head exited with code {code} (log: {self.log_path})")
-            try:
-                req = urllib.request.Request(f"{self.dashboard_url}/api/version", headers=self.auth_headers)
-                with urllib.request.urlopen(req, timeout=5):
+        last = ""
+        with self.serve_client(timeout=5) as client:
+            while True:
+                if self.process.poll() is not None:
+                    code = self.process.returncode
+                    raise RuntimeError(f"ray head exited with code {code} (log: {self.log_path})")
+                try:
+                    client.version()
                     return self
-            except OSError:
+                except ServeError as exc:
+                    last = exc.message
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise TimeoutError(f"ray head did not come up in {timeout:.0f} s") from None
+                    raise TimeoutError(
+                        f"ray head's dashboard did not answer in {timeout:.0f} s (last: {last}; "
+                        f"log: {self.log_path})"
+                    )
                 time.sleep(0.5)
+
+    def serve_client(self, timeout: float = 60.0) -> ServeClient:
+        """A client for this cluster's dashboard Serve REST API (with its token)."""
+        return ServeClient(self.dashboard_url, self.token, timeout=timeout)
 
     def stop(self) -> None:
         """End the head's whole process group (workers, raylet, GCS, dashboard, Serve)."""
@@ -108,7 +121,8 @@ class LocalRayCluster:
             except subprocess.TimeoutExpired:
                 continue
         self.process = None
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for folder in (self.temp_dir, *self.cleanup_dirs):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def __enter__(self) -> LocalRayCluster:
         return self.start()

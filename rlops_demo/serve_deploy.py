@@ -1,14 +1,18 @@
-"""Deploy the policy application to a Ray cluster the way KubeRay does: ``PUT /api/serve/applications/``."""
+"""Deploy the policy application to a Ray cluster the way KubeRay does: ``PUT /api/serve/applications/``.
+
+The REST calls and the waiting are :class:`rlops_core.serve_client.ServeClient`'s; this module only
+builds the demo's config and waits for the endpoint's ``/metadata`` on top.
+"""
 
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
+
+from rlops_core.serve_client import ServeClient, ServeError, get_json
 
 SERVE_CONFIG = Path(__file__).resolve().parents[1] / "workloads" / "serve_config.yaml"
 
@@ -24,29 +28,32 @@ def serve_config(checkpoint_uri: str, port: int, app: str = "corridor") -> dict[
     return config
 
 
+def _client(dashboard_url: str, headers: dict[str, str], timeout: float = 60.0) -> ServeClient:
+    auth = headers.get("Authorization", "")
+    token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
+    return ServeClient(dashboard_url, token, timeout=timeout)
+
+
 def deploy(dashboard_url: str, headers: dict[str, str], config: dict[str, Any]) -> None:
     """Send a whole Serve config to the cluster (declarative: it replaces what runs)."""
-    resp = httpx.put(f"{dashboard_url}/api/serve/applications/", json=config, headers=headers, timeout=60)
-    if resp.status_code >= 400:
-        raise RuntimeError(f"Serve deploy refused: HTTP {resp.status_code}: {resp.text[:500]}")
+    with _client(dashboard_url, headers) as client:
+        client.put(config)
 
 
 def wait_running(
     dashboard_url: str, headers: dict[str, str], app: str, endpoint: str, timeout: float = 180.0
 ) -> dict[str, Any]:
     """Wait until ``app`` is RUNNING and its ``/metadata`` answers; return that metadata."""
-    deadline = time.monotonic() + timeout
-    status, last_error = "unknown", ""
-    while time.monotonic() < deadline:
+    seen: dict[str, Any] = {}
+
+    def metadata_answers(_: object) -> bool:
         try:
-            body = httpx.get(f"{dashboard_url}/api/serve/applications/", headers=headers, timeout=10).json()
-            status = body.get("applications", {}).get(app, {}).get("status", "absent")
-            if status == "RUNNING":
-                meta = httpx.get(f"{endpoint}/metadata", timeout=5)
-                if meta.status_code == 200:
-                    return meta.json()
-        except (httpx.HTTPError, ValueError) as exc:  # not up yet: keep waiting, report it on timeout
-            last_error = f"; last error: {exc!r}"
-        time.sleep(1.0)
-    detail = f"status {status}{last_error}"
-    raise TimeoutError(f"Serve application {app!r} not running after {timeout:.0f} s ({detail})")
+            body = get_json(f"{endpoint}/metadata", timeout=5)
+        except ServeError:
+            return False
+        seen["metadata"] = body
+        return isinstance(body, dict)
+
+    with _client(dashboard_url, headers, timeout=10) as client:
+        client.wait_running(app, timeout=timeout, interval=1.0, ready=metadata_answers)
+    return seen["metadata"]

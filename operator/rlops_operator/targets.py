@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
+
+from rlops_core.serve_client import ServeError, get_json
 
 
 class TargetError(Exception):
@@ -90,33 +89,23 @@ class Metadata:
     error: str | None
 
 
-def http_json(
-    method: str,
-    url: str,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = 10.0,
-) -> Any:
-    """One JSON request with urllib; raises urllib.error.HTTPError / URLError / OSError."""
-    data = None if body is None else json.dumps(body).encode()
-    hdrs = {"Accept": "application/json", **(headers or {})}
-    if data is not None:
-        hdrs["Content-Type"] = "application/json"
-    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw.strip() else None
-
-
 def probe_metadata(endpoint_url: str, timeout: float = 3.0) -> Metadata | None:
-    """GET ``<endpoint>/metadata``; None when the endpoint cannot be reached or answers garbage."""
+    """GET ``<endpoint>/metadata`` (httpx, no credentials, no redirects, total deadline ``timeout``).
+
+    None when the endpoint cannot be reached or answers something that is not the metadata object.
+    """
     try:
-        body = http_json("GET", endpoint_url.rstrip("/") + "/metadata", timeout=timeout)
-    except (urllib.error.URLError, OSError, ValueError):
+        body = get_json(endpoint_url.rstrip("/") + "/metadata", timeout=timeout, max_bytes=64 * 1024)
+    except (ServeError, ValueError):
         return None
     if not isinstance(body, dict):
         return None
     last = body.get("last_error")
     failed = last.get("checkpoint_uri") if isinstance(last, dict) else None
     error = last.get("error") if isinstance(last, dict) else None
-    return Metadata(body.get("checkpoint_uri"), failed, error)
+    uri = body.get("checkpoint_uri")
+    return Metadata(
+        uri if isinstance(uri, str) else None,
+        failed if isinstance(failed, str) else None,
+        error if isinstance(error, str) else None,
+    )

@@ -118,9 +118,11 @@ def e2e_operator(
 @pytest.fixture(scope="module")
 def kuberay(e2e_kube: EmulatedCluster, ray_cluster: Any, serve_endpoint: Any) -> Iterator[KubeRayStandIn]:
     """The KubeRay stand-in, forwarding the emulator's RayServices to the shared Ray cluster."""
-    standin = KubeRayStandIn(e2e_kube, ray_cluster.dashboard_url, ray_cluster.auth_headers, NS).start()
+    client = ray_cluster.serve_client()
+    standin = KubeRayStandIn(e2e_kube, client, NS).start()
     yield standin
     standin.stop()
+    client.close()
 
 
 def serve_config_text(app: str, checkpoint_uri: str, port: int, replicas: int) -> str:

@@ -21,9 +21,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import yaml
 
+from rlops_core.serve_client import ServeClient, ServeDetails
 from tests.operator.kube import EmulatedCluster, rayservice_path
 
 
@@ -42,14 +42,12 @@ class KubeRayStandIn:
     def __init__(
         self,
         kube: EmulatedCluster,
-        dashboard_url: str,
-        headers: dict[str, str],
+        serve: ServeClient,
         namespace: str = "default",
         interval_s: float = 0.3,
     ) -> None:
         self.kube = kube
-        self.dashboard_url = dashboard_url.rstrip("/")
-        self.headers = headers
+        self.serve = serve
         self.namespace = namespace
         self.interval_s = interval_s
         self.forwarded: list[Forwarded] = []
@@ -106,7 +104,7 @@ class KubeRayStandIn:
             self._forget(name)
         if not objects:
             return
-        details: dict[str, Any] | None = None
+        details: ServeDetails | None = None
         for name, obj in objects.items():
             text = (obj.get("spec") or {}).get("serveConfigV2")
             if not text:
@@ -118,32 +116,16 @@ class KubeRayStandIn:
                 details = self._details()
             self._write_status(name, obj, details)
 
-    def _details(self) -> dict[str, Any]:
-        resp = httpx.get(f"{self.dashboard_url}/api/serve/applications/", headers=self.headers, timeout=30)
-        resp.raise_for_status()
-        return resp.json()
-
-    def _put(self, config: dict[str, Any]) -> None:
-        resp = httpx.put(
-            f"{self.dashboard_url}/api/serve/applications/", json=config, headers=self.headers, timeout=60
-        )
-        if resp.status_code != 200:
-            raise RuntimeError(f"dashboard refused the config: HTTP {resp.status_code} {resp.text[:300]}")
-
-    def _others(self, details: dict[str, Any], mine: set[str]) -> list[dict[str, Any]]:
-        """Declaratively deployed applications that belong to other tests on the shared cluster."""
-        return [
-            app["deployed_app_config"]
-            for app_name, app in (details.get("applications") or {}).items()
-            if app_name not in mine and app.get("deployed_app_config")
-        ]
+    def _details(self) -> ServeDetails:
+        return self.serve.details()
 
     def _forward(self, name: str, obj: dict[str, Any], text: str) -> None:
         config = yaml.safe_load(text)
         apps = [a["name"] for a in config.get("applications") or []]
         body = dict(config)
-        body["applications"] = [*self._others(self._details(), set(apps)), *config.get("applications", [])]
-        self._put(body)
+        others = self._details().declarative_configs(skip=set(apps))
+        body["applications"] = [*others, *config.get("applications", [])]
+        self.serve.put(body)
         generation = int(obj["metadata"].get("generation", 1))
         with self._lock:
             self._applied[name] = text
@@ -156,9 +138,9 @@ class KubeRayStandIn:
         self._applied.pop(name, None)
         self._written.pop(name, None)
         details = self._details()
-        if apps & set(details.get("applications") or {}):
-            others = self._others(details, apps)
-            self._put({"http_options": details.get("http_options") or {}, "applications": others})
+        if apps & set(details.applications):
+            others = details.declarative_configs(skip=apps)
+            self.serve.deploy(others, http_options=details.http_options)
 
     # ------------------------------------------------------------------ status
     def _condition(
@@ -176,21 +158,19 @@ class KubeRayStandIn:
             "lastTransitionTime": since,
         }
 
-    def _write_status(self, name: str, obj: dict[str, Any], details: dict[str, Any]) -> None:
+    def _write_status(self, name: str, obj: dict[str, Any], details: ServeDetails) -> None:
         from datetime import UTC, datetime
 
-        deployed = details.get("applications") or {}
         statuses: dict[str, Any] = {}
         for app_name in self._apps.get(name, []):
-            app = deployed.get(app_name)
+            app = details.applications.get(app_name)
             if app is None:
                 continue
             statuses[app_name] = {
-                "status": app.get("status", ""),
-                "message": app.get("message", ""),
+                "status": app.status,
+                "message": app.message,
                 "serveDeploymentStatuses": {
-                    dep: {"status": d.get("status", ""), "message": d.get("message", "")}
-                    for dep, d in (app.get("deployments") or {}).items()
+                    dep: {"status": d.status, "message": d.message} for dep, d in app.deployments.items()
                 },
             }
         ready = bool(statuses) and all(s["status"] == "RUNNING" for s in statuses.values())

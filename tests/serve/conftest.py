@@ -8,14 +8,13 @@ replicas as ``reconfigure()``, which is the hot-swap path under test.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 
+from rlops_core.serve_client import ServeClient, ServeError
 from tests.waiting import wait_for
 
 IMPORT_PATH = "workloads.serve_app:app"
@@ -41,19 +40,14 @@ def corridor_checkpoints(ray_cluster: Any, tmp_path_factory: pytest.TempPathFact
 
 @dataclass
 class ServeApps:
-    """Deploys this module's Serve apps through the dashboard REST API and waits for them."""
+    """Deploys this module's Serve apps through the dashboard REST API (the shared client) and waits."""
 
-    dashboard_url: str
-    headers: dict[str, str]
+    client: ServeClient
     base_url: str
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def _put(self) -> None:
-        body = {"applications": list(self.apps.values())}
-        resp = httpx.put(
-            f"{self.dashboard_url}/api/serve/applications/", json=body, headers=self.headers, timeout=60
-        )
-        assert resp.status_code == 200, resp.text
+        self.client.deploy(list(self.apps.values()))
 
     def deploy(
         self,
@@ -85,19 +79,15 @@ class ServeApps:
         return f"{self.base_url}/{name}"
 
     def status(self, name: str) -> dict[str, Any]:
-        resp = httpx.get(f"{self.dashboard_url}/api/serve/applications/", headers=self.headers, timeout=30)
-        resp.raise_for_status()
-        return resp.json().get("applications", {}).get(name, {})
+        app = self.client.application(name)
+        return {} if app is None else app.model_dump()
 
     def wait_status(self, name: str, wanted: set[str], timeout: float = 120.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        seen: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            seen = self.status(name)
-            if seen.get("status") in wanted:
-                return seen
-            time.sleep(0.5)
-        raise AssertionError(f"app {name} never reached {wanted}: {seen.get('status')} {seen.get('message')}")
+        try:
+            app = self.client.wait_status(name, wanted, timeout=timeout, interval=0.5, fail_on=())
+        except ServeError as exc:
+            raise AssertionError(exc.message) from None
+        return app.model_dump()
 
     def remove(self, name: str) -> None:
         if self.apps.pop(name, None) is not None:
@@ -106,13 +96,12 @@ class ServeApps:
 
 @pytest.fixture(scope="session")
 def serve_apps(ray_cluster: Any, serve_endpoint: Any) -> Iterator[ServeApps]:
-    apps = ServeApps(
-        dashboard_url=ray_cluster.dashboard_url, headers=ray_cluster.auth_headers, base_url=serve_endpoint.url
-    )
+    apps = ServeApps(client=ray_cluster.serve_client(), base_url=serve_endpoint.url)
     yield apps
     if apps.apps:
         apps.apps.clear()
         apps._put()
+    apps.client.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Test helpers (modules, not conftest files): import them as ``tests.helpers.<module>``."""
