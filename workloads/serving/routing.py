@@ -14,18 +14,17 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-Slot = Literal["champion", "challenger"]
+from rlops_core.decision_log import EPISODE_ID_PATTERN, EpisodeId, Slot
+
+__all__ = ["EPISODE_ID_PATTERN", "ChallengerSettings", "EpisodeId", "EpisodeIdError", "Slot", "route"]
+
 CHAMPION: Slot = "champion"
 CHALLENGER: Slot = "challenger"
-
-EPISODE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 _EPISODE_ID = re.compile(EPISODE_ID_PATTERN)
-
-EpisodeId = Annotated[str, StringConstraints(pattern=EPISODE_ID_PATTERN)]
 
 
 class EpisodeIdError(ValueError):
