@@ -1,9 +1,17 @@
 """One benchmark report: training, serving and rollout figures with their same-run baselines.
 
-``python -m bench.report`` (``make bench``) runs the three benchmarks one after another (each in its
-own process, so their Ray clusters never overlap), then writes ``bench/results/report.json``,
+``python -m bench.report`` (``make bench``) runs the benchmarks one after another (each in its own
+process, so their Ray clusters never overlap), then writes ``bench/results/report.json``,
 ``bench/results/report.md`` and the table between the ``bench:`` markers in the README.
 ``--from-results`` only rebuilds the report from the JSON files already in ``bench/results``.
+
+The README table only takes **quiet** runs (see ``bench/method.py``): a results file whose run was
+loaded, or that predates the method (no repeats, no load record), makes this command exit non-zero
+and name the file. ``--allow-loaded`` writes ``report.md`` anyway, with every loaded row marked, and
+still leaves the README alone.
+
+Another benchmark joins the report with one :class:`Section` in ``SECTIONS`` (its results file name,
+its module and a function from its results to rows); nothing else here changes.
 """
 
 from __future__ import annotations
@@ -13,18 +21,32 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.method import SCHEMA, fmt_spread
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-BENCHES = ("train_bench", "serve_bench", "rollout_bench")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+RERUN = "make bench"
+
+
+class ReportRefused(RuntimeError):
+    """A results file cannot go in the README (loaded, old format, missing); the message says which."""
 
 
 def _row(
-    area: str, measure: str, value: str, baseline: str, ratio: str, target: str, met: bool | None
-) -> dict:
+    area: str,
+    measure: str,
+    value: str,
+    baseline: str,
+    ratio: str,
+    target: str,
+    met: bool | None,
+) -> dict[str, Any]:
     return {
         "area": area,
         "measure": measure,
@@ -36,100 +58,123 @@ def _row(
     }
 
 
-def training_rows(train: dict[str, Any]) -> list[dict]:
-    """Time to solve through train_job vs the plain RLlib loop, per case."""
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+    return a["median"] / b["median"] if b["median"] else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------- training
+def training_rows(train: dict[str, Any]) -> list[dict[str, Any]]:
+    """Time to solve through train_job vs the plain RLlib loop (medians of interleaved repeats)."""
     rows = []
     for name, case in train.get("cases", {}).items():
         tj, plain = case["train_job"], case["plain_loop"]
-        solved = tj["all_solved"] and plain["all_solved"]
         rows.append(
             _row(
                 "training",
                 f"{name}: time to mean return ≥ {case['target_return']}",
-                f"{tj['median_wall_s']} s (train_job)",
-                f"{plain['median_wall_s']} s (plain RLlib loop)",
-                f"{case['ratio_train_job_to_plain']:.2f}x",
+                f"{fmt_spread(tj['wall_s'], 1, ' s')} (train_job)",
+                f"{fmt_spread(plain['wall_s'], 1, ' s')} (plain RLlib loop)",
+                f"{case['ratio']:.2f}x",
                 f"≤ {case['ratio_target']}x",
-                bool(case["ratio_met"] and solved),
+                bool(case["ratio_met"] and case["all_solved"]),
             )
         )
-        if "cartpole_solve_target_s" in case:
+        if "solve_target_s" in case:
             rows.append(
                 _row(
                     "training",
-                    "CartPole-v1 solved through train_job",
-                    f"{tj['median_wall_s']} s",
+                    f"{name} solved through train_job",
+                    fmt_spread(tj["wall_s"], 1, " s"),
                     "",
                     "",
-                    f"< {case['cartpole_solve_target_s']} s",
-                    bool(case["cartpole_solve_target_met"]),
+                    f"< {case['solve_target_s']} s",
+                    bool(case["solve_target_met"]),
                 )
             )
     return rows
 
 
-def serving_rows(serve: dict[str, Any]) -> list[dict]:
-    """Throughput and latency of this app and the other serving patterns against bare FastAPI."""
-    servers = serve.get("servers", {})
-    bare = servers.get("bare_fastapi")
-    ours = servers.get("rlops_fast_ingress")
+# ---------------------------------------------------------------------------------------------- serving
+SERVING_OTHERS = (
+    ("rlops_default_proxy", "this app, default Serve proxy"),
+    ("rllib_example", "RLlib's Serve example pattern"),
+    ("empty_serve", "empty Serve handler (Serve's floor)"),
+    ("empty_fastapi", "empty FastAPI ingress in Serve"),
+)
+
+
+def serving_rows(serve: dict[str, Any]) -> list[dict[str, Any]]:
+    """This app against bare uvicorn + FastAPI (RLlib's inference pattern) and the other servers."""
+    summary = serve.get("summary", {})
+    bare, ours = summary.get("bare_fastapi"), summary.get("rlops_fast_ingress")
     if not bare or not ours:
         return []
-    bare16 = bare["c16"]["rps"]
+    targets = serve.get("targets", {})
+    example = summary.get("rllib_example")
     rows = [
         _row(
             "serving",
             "req/s at 16 connections (this app, direct ingress + HAProxy)",
-            f"{ours['c16']['rps']}",
-            f"{bare16} (bare uvicorn + FastAPI)",
-            f"{ours['c16']['rps'] / bare16:.2f}x",
-            "≥ 1.5x",
-            ours["c16"]["rps"] >= 1.5 * bare16,
+            fmt_spread(ours["c16"]["rps"], 0),
+            f"{fmt_spread(bare['c16']['rps'], 0)} (bare uvicorn + FastAPI)",
+            f"{_ratio(ours['c16']['rps'], bare['c16']['rps']):.2f}x",
+            "≥ 0.8x bare",
+            targets.get("c16_vs_bare"),
         ),
+    ]
+    if example:
+        rows.append(
+            _row(
+                "serving",
+                "req/s at 16 connections vs RLlib's Serve example pattern",
+                fmt_spread(ours["c16"]["rps"], 0),
+                f"{fmt_spread(example['c16']['rps'], 0)} (RLlib example)",
+                f"{_ratio(ours['c16']['rps'], example['c16']['rps']):.2f}x",
+                "≥ 1.2x",
+                targets.get("c16_vs_rllib_example"),
+            )
+        )
+    rows += [
         _row(
             "serving",
             "p99 at 16 connections",
-            f"{ours['c16']['p99_ms']} ms",
-            f"{bare['c16']['p99_ms']} ms",
+            fmt_spread(ours["c16"]["p99_ms"], 1, " ms"),
+            fmt_spread(bare["c16"]["p99_ms"], 1, " ms"),
             "",
             "≤ 30 ms",
-            ours["c16"]["p99_ms"] <= 30.0,
+            targets.get("c16_p99"),
         ),
         _row(
             "serving",
             "p50 at 1 connection",
-            f"{ours['c1']['p50_ms']} ms",
-            f"{bare['c1']['p50_ms']} ms",
+            fmt_spread(ours["c1"]["p50_ms"], 2, " ms"),
+            fmt_spread(bare["c1"]["p50_ms"], 2, " ms"),
             "",
-            "≤ 6 ms",
-            ours["c1"]["p50_ms"] <= 6.0,
+            "≤ 1.5 ms",
+            targets.get("c1_p50"),
         ),
     ]
-    for key, label in (
-        ("rlops_default_proxy", "this app, default proxy"),
-        ("rllib_example_fast_ingress", "RLlib's Serve example pattern"),
-        ("tutorial_fast_ingress", "tutorial pattern (Algorithm per replica)"),
-    ):
-        other = servers.get(key)
+    for key, label in SERVING_OTHERS:
+        other = summary.get(key)
         if other:
             rows.append(
                 _row(
                     "serving",
                     f"req/s at 16 connections: {label}",
-                    f"{other['c16']['rps']}",
-                    f"{bare16}",
-                    f"{other['c16']['rps'] / bare16:.2f}x",
+                    fmt_spread(other["c16"]["rps"], 0),
+                    fmt_spread(bare["c16"]["rps"], 0),
+                    f"{_ratio(other['c16']['rps'], bare['c16']['rps']):.2f}x",
                     "",
                     None,
                 )
             )
-    swaps = ours.get("swaps") or []
+    swaps = serve.get("swaps", {}).get("seconds")
     if swaps:
         rows.append(
             _row(
                 "serving",
-                "replica cold start / hot-swap",
-                f"{ours['cold_start_s']} s / " + ", ".join(f"{s['seconds']} s" for s in swaps),
+                "hot-swap until /metadata names the new checkpoint",
+                fmt_spread(swaps, 2, " s"),
                 "",
                 "",
                 "",
@@ -139,17 +184,20 @@ def serving_rows(serve: dict[str, Any]) -> list[dict]:
     return rows
 
 
-def rollout_rows(rollout: dict[str, Any]) -> list[dict]:
+# ---------------------------------------------------------------------------------------------- rollout
+def rollout_rows(rollout: dict[str, Any]) -> list[dict[str, Any]]:
     """Pointer write to the endpoint answering from the new checkpoint, under load."""
-    if not rollout:
+    summary = rollout.get("summary")
+    if not summary:
         return []
+    engine, direct = summary["engine"]["latency_s"], summary["direct_put"]["latency_s"]
     return [
         _row(
             "rollout",
-            f"pointer → live, median of {rollout['promotions']} (poll {rollout['poll_interval_s']} s)",
-            f"{rollout['median_s']} s",
-            f"{rollout['baseline_median_s']} s (direct PUT, no poll)",
-            f"{rollout['ratio_median_vs_baseline']:.2f}x",
+            f"pointer → live, {engine['n']} promotions (poll {rollout['poll_interval_s']} s)",
+            fmt_spread(engine, 2, " s"),
+            f"{fmt_spread(direct, 2, ' s')} (direct PUT, no poll)",
+            f"{_ratio(engine, direct):.2f}x",
             f"≤ {rollout['target_median_s']} s",
             bool(rollout["meets_target"]),
         ),
@@ -165,42 +213,117 @@ def rollout_rows(rollout: dict[str, Any]) -> list[dict]:
     ]
 
 
-def to_markdown(rows: list[dict], sources: dict[str, str]) -> str:
-    """The README table; each row's baseline was measured in the same benchmark run."""
+# ---------------------------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class Section:
+    """One benchmark in the report: its results file, how to run it, and its rows."""
+
+    name: str
+    module: str
+    rows: Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+SECTIONS: list[Section] = [
+    Section("train", "bench.train_bench", training_rows),
+    Section("serve", "bench.serve_bench", serving_rows),
+    Section("rollout", "bench.rollout_bench", rollout_rows),
+]
+
+
+def load_results(results_dir: Path = RESULTS) -> dict[str, dict[str, Any]]:
+    """Every section's results file that exists, by section name."""
+    out = {}
+    for section in SECTIONS:
+        path = results_dir / f"{section.name}.json"
+        if path.exists():
+            out[section.name] = json.loads(path.read_text())
+    return out
+
+
+def status(data: dict[str, Any]) -> str:
+    """``quiet``, ``loaded`` (measured while the machine was busy) or ``legacy`` (before the method)."""
+    if data.get("schema") != SCHEMA:
+        return "legacy"
+    return "quiet" if data.get("quiet") is True else "loaded"
+
+
+def problems(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Why these results cannot go in the README (empty when they can)."""
+    out = []
+    for section in SECTIONS:
+        data = results.get(section.name)
+        if data is None:
+            out.append(f"bench/results/{section.name}.json is missing: run `python -m {section.module}`")
+            continue
+        state = status(data)
+        if state == "legacy":
+            out.append(
+                f"bench/results/{section.name}.json predates the method of issue 12 (no repeats, no load "
+                f"record): re-run `python -m {section.module}` on an idle machine"
+            )
+        elif state == "loaded":
+            out.append(
+                f"bench/results/{section.name}.json was measured on a loaded machine (1-min load average up "
+                f"to {data.get('max_load_before')} before a point, quiet below "
+                f"{data['method']['quiet_threshold']}): re-run `python -m {section.module}` when it is idle"
+            )
+    return out
+
+
+def render(results: dict[str, dict[str, Any]] | None = None) -> tuple[dict[str, Any], str]:
+    """The report (rows, sources) and its Markdown table; rows of non-quiet runs are marked loaded."""
+    results = load_results() if results is None else results
+    rows: list[dict[str, Any]] = []
+    sources: dict[str, dict[str, Any]] = {}
+    for section in SECTIONS:
+        data = results.get(section.name)
+        if data is None or status(data) == "legacy":
+            continue
+        state = status(data)
+        load = f"{data['max_load_before']}"
+        for row in section.rows(data):
+            row["load"] = load
+            row["loaded"] = state != "quiet"
+            rows.append(row)
+        sources[section.name] = {
+            "started_at": data["started_at"],
+            "git_commit": data["git"]["commit"][:10],
+            "status": state,
+            "max_load_before": data["max_load_before"],
+            "quiet_threshold": data["method"]["quiet_threshold"],
+            "repeats": data["method"]["repeats"],
+            "cores": data["machine"]["cores"],
+            "pinned": data["pinning"]["enabled"],
+        }
+    return {"rows": rows, "sources": sources}, to_markdown(rows, sources)
+
+
+def to_markdown(rows: list[dict[str, Any]], sources: dict[str, dict[str, Any]]) -> str:
+    """The table: medians with the min-max of the repeats; each baseline measured in the same run."""
     mark = {True: "yes", False: "**no**", None: ""}
     lines = [
-        "| area | measure | value | baseline (same run) | ratio | target | met |",
-        "|---|---|---|---|---|---|---|",
+        "| area | measure | median (min-max) | baseline, same run | ratio of medians | target | met | load |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {r['area']} | {r['measure']} | {r['value']} | {r['baseline']} | {r['ratio']} | {r['target']} "
-        f"| {mark[r['met']]} |"
-        for r in rows
-    ]
+    for r in rows:
+        load = f"{r['load']} **loaded**" if r["loaded"] else r["load"]
+        lines.append(
+            f"| {r['area']} | {r['measure']} | {r['value']} | {r['baseline']} | {r['ratio']} | {r['target']} "
+            f"| {mark[r['met']]} | {load} |"
+        )
     lines.append("")
+    runs = "; ".join(
+        f"{name} at {s['started_at']} (commit {s['git_commit']}, {s['repeats']} interleaved repeats, "
+        f"{'pinned' if s['pinned'] else 'not pinned'}, {s['status']})"
+        for name, s in sources.items()
+    )
     lines.append(
-        "Runs: "
-        + "; ".join(f"{name} at {when}" for name, when in sources.items())
-        + ". Details: `bench/results/{train,serve,rollout}.md`. Regenerate with `make bench`."
+        f"Runs: {runs}. *load*: the highest 1-minute load average before any point of the run, on "
+        f"{next(iter(sources.values()))['cores'] if sources else '?'} cores; a run is quiet below "
+        f"{next(iter(sources.values()))['quiet_threshold'] if sources else '?'} before every point. "
+        "Method and details: `docs/benchmarks.md`, `bench/results/*.md`. Regenerate with `make bench`."
     )
     return "\n".join(lines) + "\n"
-
-
-def _load(name: str) -> dict[str, Any]:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def render() -> tuple[dict[str, Any], str]:
-    """The report (rows and sources) and its Markdown table, from the result files in bench/results."""
-    train, serve, rollout = _load("train"), _load("serve"), _load("rollout")
-    rows = training_rows(train) + serving_rows(serve) + rollout_rows(rollout)
-    sources = {
-        name: data.get("started_at") or data.get("when", "?")
-        for name, data in (("training", train), ("serving", serve), ("rollout", rollout))
-        if data
-    }
-    return {"rows": rows, "sources": sources}, to_markdown(rows, sources)
 
 
 def readme_table(text: str) -> str | None:
@@ -209,30 +332,68 @@ def readme_table(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def build() -> str:
-    """Write report.json, report.md and the README table; return the table."""
-    report, table = render()
-    (RESULTS / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "report.md").write_text("# Benchmark report\n\n" + table)
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if readme_table(text) is not None:
-        new = re.sub(f"{re.escape(BEGIN)}.*?{re.escape(END)}", f"{BEGIN}\n{table}{END}", text, flags=re.S)
-        readme.write_text(new)
-    return table
+def build(
+    results_dir: Path = RESULTS, readme: Path = ROOT / "README.md", allow_loaded: bool = False
+) -> tuple[str, list[str]]:
+    """Write report.json, report.md and, only for quiet results, the README table.
+
+    Returns the table and the reasons the README was left alone (empty when it was updated).
+    Raises :class:`ReportRefused` when a results file is loaded, old or missing, unless
+    ``allow_loaded``: then report.md is written with the loaded rows marked, the README is not.
+    """
+    results = load_results(results_dir)
+    issues = problems(results)
+    if issues and not allow_loaded:
+        raise ReportRefused(
+            "refusing to build the report (pass --allow-loaded for report.md only):\n- " + "\n- ".join(issues)
+        )
+    report, table = render(results)
+    report["readme_updated"] = not issues
+    report["not_in_readme_because"] = issues
+    (results_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (results_dir / "report.md").write_text("# Benchmark report\n\n" + table)
+    if not issues:
+        text = readme.read_text()
+        if readme_table(text) is not None:
+            new = re.sub(f"{re.escape(BEGIN)}.*?{re.escape(END)}", f"{BEGIN}\n{table}{END}", text, flags=re.S)
+            readme.write_text(new)
+    return table, issues
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     parser.add_argument("--from-results", action="store_true", help="do not run the benchmarks")
-    parser.add_argument("--only", choices=BENCHES, action="append", help="run only these benchmarks")
+    parser.add_argument(
+        "--only", choices=[s.name for s in SECTIONS], action="append", help="run only these benchmarks"
+    )
+    parser.add_argument(
+        "--allow-loaded",
+        action="store_true",
+        help="write report.md from loaded runs (rows marked loaded); the README is still refused",
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.from_results:
-        for bench in args.only or BENCHES:
-            print(f"== running bench.{bench}", flush=True)
-            subprocess.run([sys.executable, "-m", f"bench.{bench}"], cwd=ROOT, check=True)
-    print(build())
+        for section in SECTIONS:
+            if args.only and section.name not in args.only:
+                continue
+            print(f"== running {section.module}", flush=True)
+            subprocess.run([sys.executable, "-m", section.module], cwd=ROOT, check=True)
+    try:
+        table, issues = build(args.results, args.readme, allow_loaded=args.allow_loaded)
+    except ReportRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(table)
+    if issues:
+        print(
+            "warning: report.md has the loaded rows marked; the README table is unchanged because:\n- "
+            + "\n- ".join(issues),
+            file=sys.stderr,
+        )
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

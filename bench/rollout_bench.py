@@ -6,7 +6,9 @@ the dashboard's Serve REST API, runs the promotion engine with a 2 s poll (as ``
 does) and keeps a continuous request load on the endpoint. For each promotion it records the time from
 writing ``best_checkpoint.txt`` to the first answer whose ``x-rlops-checkpoint`` header names the new
 checkpoint, and counts failed requests. The baseline in the same run is the floor: the same swap
-applied directly with ``PUT /api/serve/applications/`` (no polling, no checks).
+applied directly with ``PUT /api/serve/applications/`` (no polling, no checks). The two are measured in
+interleaved rounds (direct PUT, engine promotion, ...) after a warm-up swap, with the load average
+before each point (``bench/method.py``).
 
     python -m bench.rollout_bench [--promotions 6] [--poll-interval 2]
 """
@@ -18,22 +20,23 @@ import json
 import os
 import random
 import shutil
-import statistics
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import method
 from rlops_core.serve_client import ServeClient, ServeError, get_json
 from rlops_demo.cluster import LocalRayCluster, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 APP, ROUTE = "bench-corridor", "/bench"
+VARIANTS = ("direct_put", "engine")
+TARGET_MEDIAN_S = 5.0
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -239,18 +242,43 @@ def start_cluster() -> LocalRayCluster:
 
 
 # ---------------------------------------------------------------- the benchmark
-def run(
-    cluster: LocalRayCluster | ExistingCluster, promotions: int, poll_interval: float, workdir: Path
-) -> dict[str, Any]:
-    import ray
-    from ray import serve
+def _engine(cluster: LocalRayCluster | ExistingCluster, spec: Any, decisions: list[Any]) -> Any:
+    """Start the promotion engine as ``rlops-rollout watch`` runs it, in a thread; return its stop event."""
     from rlops_operator import loop
     from rlops_operator.dashboard import DashboardTarget
     from rlops_operator.engine import Engine
+
+    stop = threading.Event()
+    target = DashboardTarget(cluster.dashboard_url, APP, "PolicyServer", token=cluster.token)
+    thread = threading.Thread(
+        target=loop.run,
+        args=(Engine(spec, target),),
+        kwargs={"on_decision": lambda d, st: decisions.append(d), "stop": stop},
+        daemon=True,
+    )
+    thread.start()
+    return stop, thread
+
+
+def run(
+    cluster: LocalRayCluster | ExistingCluster,
+    promotions: int,
+    poll_interval: float,
+    workdir: Path,
+    record: method.Run | None = None,
+) -> dict[str, Any]:
+    """Interleaved rounds of a direct PUT swap and an engine promotion, under continuous load.
+
+    The engine runs only during its own points (started in sync with what is live, stopped after the
+    promotion), so the direct PUTs never look like drift to it.
+    """
+    import ray
+    from ray import serve
     from rlops_operator.spec import RolloutSpec, TargetSpec
 
     from rlops_core import checkpoints
 
+    record = record or method.Run("rollout", repeats=promotions)
     if ray.is_initialized():  # attached elsewhere (another benchmark in the same process)
         ray.shutdown()
     ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
@@ -261,26 +289,7 @@ def run(
     endpoint = f"http://127.0.0.1:{port}{ROUTE}"
     deploy_app(cluster.dashboard_url, cluster.token, uris[0])
     wait_live(endpoint, uris[0])
-
-    load = Load(endpoint)
-    load.start()
-    time.sleep(2)
-
-    # Baseline: the same swap applied directly through the REST API (no polling, no checks).
-    baseline: list[float] = []
-    order = [uris[(i + 1) % len(uris)] for i in range(promotions)]
-    current = uris[0]
-    for uri in order[: max(3, promotions // 2)]:
-        load.forget(uri)
-        t0 = time.monotonic()
-        deploy_app(cluster.dashboard_url, cluster.token, uri)
-        baseline.append(load.wait_for(uri, t0))
-        current = uri
-        time.sleep(1.0)
-
-    # The engine, as `rlops-rollout watch` runs it, in a thread.
     pointer = checkpoints.pointer_uri(root, "corridor")
-    checkpoints.write_pointer(pointer, current)
     spec = RolloutSpec(
         pointer=pointer,
         target=TargetSpec(application=APP, dashboard_url=cluster.dashboard_url, endpoint_url=endpoint),
@@ -288,86 +297,108 @@ def run(
         rollout_timeout_s=120,
         name="bench",
     )
-    decisions: list[Any] = []
-    stop = threading.Event()
-    engine_thread = threading.Thread(
-        target=loop.run,
-        args=(
-            Engine(spec, DashboardTarget(cluster.dashboard_url, APP, "PolicyServer", token=cluster.token)),
-        ),
-        kwargs={"on_decision": lambda d, st: decisions.append(d), "stop": stop},
-        daemon=True,
-    )
-    engine_thread.start()
-    time.sleep(poll_interval + 1)
-    failed_before = load.failed
-    latencies: list[float] = []
-    rng = random.Random(1)
-    for _ in range(promotions):
-        uri = uris[(uris.index(current) + 1) % len(uris)]
-        load.forget(uri)
+
+    load = Load(endpoint)
+    load.start()
+    time.sleep(2)
+    current = uris[0]
+
+    def next_uri() -> str:
+        return uris[(uris.index(current) + 1) % len(uris)]
+
+    def direct_put(uri: str) -> dict[str, float]:
+        t0 = time.monotonic()
+        deploy_app(cluster.dashboard_url, cluster.token, uri)
+        return {"latency_s": round(load.wait_for(uri, t0), 3)}
+
+    def engine_promotion(uri: str, decisions: list[Any]) -> dict[str, float]:
         time.sleep(rng.uniform(0, poll_interval))  # land anywhere in the poll cycle
         t0 = time.monotonic()
         checkpoints.write_pointer(pointer, uri)
-        latencies.append(load.wait_for(uri, t0))
+        latency = load.wait_for(uri, t0)
         deadline = time.monotonic() + 60
         while not any(d.kind == "Promoted" and d.checkpoint_uri == uri for d in decisions[-3:]):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the engine did not report {uri} promoted")
+                raise TimeoutError(f"the engine did not report {uri} promoted within 60 s")
             time.sleep(0.1)
+        return {"latency_s": round(latency, 3)}
+
+    print("[bench] warm-up: one direct swap", flush=True)
+    uri = next_uri()
+    load.forget(uri)
+    direct_put(uri)
+    current = uri
+    rng = random.Random(1)
+    for rep, variant in method.interleaved(VARIANTS, promotions):
+        uri = next_uri()
+        load.forget(uri)
+        if variant == "direct_put":
+            values = record.measure(variant, "swap", rep, lambda u=uri: direct_put(u))
+        else:
+            checkpoints.write_pointer(pointer, current)  # the engine starts in sync with what is live
+            decisions: list[Any] = []
+            stop, thread = _engine(cluster, spec, decisions)
+            time.sleep(poll_interval + 1)
+            try:
+                values = record.measure(
+                    variant, "swap", rep, lambda u=uri, d=decisions: engine_promotion(u, d)
+                )
+            finally:
+                stop.set()
+                thread.join(timeout=30)
+        print(f"[bench] round {rep} {variant}: {values['latency_s']} s", flush=True)
         current = uri
-    stop.set()
-    engine_thread.join(timeout=30)
+        time.sleep(1.0)
     time.sleep(1)
     load.stop()
     serve.delete(APP)
-    med = statistics.median(latencies)
-    base_med = statistics.median(baseline)
+    summary = record.summary(["latency_s"])
+    engine = summary["engine"]["swap"]["latency_s"]
     return {
-        "benchmark": "rollout_latency",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{os.cpu_count()} CPUs, no GPU",
+        **record.header(),
         "ray": ray.__version__,
         "poll_interval_s": poll_interval,
-        "promotions": len(latencies),
-        "latency_s": [round(x, 3) for x in latencies],
-        "median_s": round(med, 3),
-        "max_s": round(max(latencies), 3),
-        "baseline_direct_put_s": [round(x, 3) for x in baseline],
-        "baseline_median_s": round(base_med, 3),
-        "ratio_median_vs_baseline": round(med / base_med, 2) if base_med else None,
-        "target_median_s": 5.0,
-        "meets_target": med <= 5.0,
+        "summary": {v: summary[v]["swap"] for v in VARIANTS},
+        "target_median_s": TARGET_MEDIAN_S,
+        "meets_target": engine["median"] <= TARGET_MEDIAN_S,
         "requests_ok": load.ok,
         "requests_failed": load.failed,
-        "requests_failed_during_engine_promotions": load.failed - failed_before,
         "error_samples": load.errors[:5],
-        "zero_failed_requests": load.failed == 0,
+        "points": record.points,
     }
 
 
 def to_markdown(r: dict[str, Any]) -> str:
+    engine, direct = r["summary"]["engine"]["latency_s"], r["summary"]["direct_put"]["latency_s"]
     lines = [
         "# Rollout latency: pointer write → endpoint answers from the new checkpoint",
         "",
-        f"{r['when']}, {r['machine']}, Ray {r['ray']}, poll interval {r['poll_interval_s']} s, "
-        "corridor PPO checkpoints, 1 replica, continuous load (2 client threads).",
+        f"{r['started_at']} (commit {r['git']['commit'][:10]}), {r['machine']['cores']} cores "
+        f"({r['machine']['model']}), Ray {r['ray']}, poll interval {r['poll_interval_s']} s, corridor PPO "
+        f"checkpoints, 1 replica, continuous load (2 client threads). {r['method']['repeats']} interleaved "
+        f"rounds (direct PUT, engine promotion) after a warm-up swap; highest 1-min load average before a "
+        f"point {r['max_load_before']} ({'quiet' if r['quiet'] else 'LOADED: not for the README'}).",
         "",
-        "| measure | value |",
+        "| measure | median (min-max) |",
         "|---|---|",
-        f"| promotions | {r['promotions']} |",
-        f"| median latency (target ≤ 5 s) | **{r['median_s']} s** |",
-        f"| max latency | {r['max_s']} s |",
-        f"| all latencies | {', '.join(f'{x:.2f}' for x in r['latency_s'])} s |",
-        f"| baseline: direct PUT, median | {r['baseline_median_s']} s |",
-        f"| ratio median / baseline | {r['ratio_median_vs_baseline']} |",
+        f"| engine: pointer write → first answer from the new checkpoint (target ≤ {r['target_median_s']} s) "
+        f"| **{method.fmt_spread(engine, 2, ' s')}** |",
+        f"| baseline: direct PUT → first answer | {method.fmt_spread(direct, 2, ' s')} |",
+        f"| ratio of medians | {engine['median'] / direct['median']:.2f} |",
         f"| requests answered | {r['requests_ok']} |",
         f"| failed requests (target 0) | **{r['requests_failed']}** |",
         "",
-        "The latency includes waiting for the next poll (on average half the interval), the manifest",
-        "check, the PUT, Serve's `reconfigure()` on the replica (fetch, verify, load the RLModule) and",
-        "the first answer carrying the new checkpoint in `x-rlops-checkpoint`. The baseline skips the",
+        "The engine's latency includes waiting for the next poll (on average half the interval), the",
+        "manifest check, the PUT, Serve's `reconfigure()` on the replica (fetch, verify, load the RLModule)",
+        "and the first answer carrying the new checkpoint in `x-rlops-checkpoint`. The baseline skips the",
         "poll and the checks: it is Serve's own swap time.",
+        "",
+        "Every point (load average before it):",
+        "",
+        *[
+            f"- round {p['repeat']} {p['variant']}: {p['values']['latency_s']} s; load {p['load_before'][0]}"
+            for p in r["points"]
+        ],
         "",
     ]
     return "\n".join(lines)
@@ -375,7 +406,8 @@ def to_markdown(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--promotions", type=int, default=6)
+    parser.add_argument("--promotions", type=int, default=6, help="rounds: promotions per variant (>= 3)")
+    parser.add_argument("--quick", action="store_true", help="allow fewer rounds (a smoke run, never quiet)")
     parser.add_argument("--poll-interval", type=float, default=2.0)
     parser.add_argument("--address", help="existing Ray cluster (GCS address); default: start one")
     parser.add_argument("--dashboard-url", help="its dashboard, with --address")
@@ -383,6 +415,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, _unknown = parser.parse_known_args(argv)  # tolerate a calling runner's own arguments
     import tempfile
 
+    try:
+        repeats = method.check_repeats(args.promotions, allow_fewer=args.quick)
+    except ValueError as exc:
+        parser.error(str(exc))
+    record = method.Run("rollout", repeats=repeats)
     workdir = Path(tempfile.mkdtemp(prefix="rlops-rollout-bench-"))
     if args.address:
         cluster: LocalRayCluster | ExistingCluster = ExistingCluster(
@@ -391,7 +428,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         cluster = start_cluster()
     try:
-        result = run(cluster, args.promotions, args.poll_interval, workdir)
+        result = run(cluster, repeats, args.poll_interval, workdir, record)
     finally:
         import ray
 
