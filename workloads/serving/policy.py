@@ -11,7 +11,6 @@ which is what stateless (feed-forward) policies see at every step.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import time
@@ -147,16 +146,19 @@ def load_policy(checkpoint_uri: str, *, allowed_prefixes: list[str] | None = Non
     if allowed_prefixes and not storage.is_within(checkpoint_uri, allowed_prefixes):
         raise PolicyLoadError(f"fetch: {checkpoint_uri} is outside the allowed prefixes {allowed_prefixes}")
     try:
-        manifest = checkpoints.verify_checkpoint(location.uri)
+        manifest = checkpoints.verify_checkpoint(location.uri, max_hash_bytes=0)  # hashed while downloading
     except (checkpoints.CheckpointError, storage.StorageError) as exc:
         raise PolicyLoadError(f"verify: {exc}") from exc
+    # A fresh private folder per load: every file is checked to stay inside it and hashed while it
+    # streams in, and the folder is removed whether the load succeeds or fails.
     workdir = Path(tempfile.mkdtemp(prefix="rlops-policy-"))
     try:
         try:
-            local = storage.download_dir(location.uri, workdir / "checkpoint")
+            local = checkpoints.download_checkpoint(location.uri, manifest, workdir / "checkpoint")
+        except checkpoints.CheckpointError as exc:
+            raise PolicyLoadError(f"verify: {exc}") from exc
         except storage.StorageError as exc:
             raise PolicyLoadError(f"fetch: {exc}") from exc
-        _verify_local_copy(manifest, local)
         module, env_to_module, module_to_env = _load_parts(local)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -169,16 +171,6 @@ def load_policy(checkpoint_uri: str, *, allowed_prefixes: list[str] | None = Non
         loaded_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         load_seconds=time.perf_counter() - started,
     )
-
-
-def _verify_local_copy(manifest: checkpoints.Manifest, local: Path) -> None:
-    """The downloaded files are exactly the manifest's (guards against a change between verify and fetch)."""
-    for entry in manifest.files:
-        path = local / entry.path
-        if not path.is_file() or path.stat().st_size != entry.size:
-            raise PolicyLoadError(f"verify: downloaded {entry.path} does not match the manifest's size")
-        if hashlib.sha256(path.read_bytes()).hexdigest() != entry.sha256:
-            raise PolicyLoadError(f"verify: downloaded {entry.path} does not match the manifest's sha256")
 
 
 def _load_parts(local: Path) -> tuple[Any, Any, Any]:
