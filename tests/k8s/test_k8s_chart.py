@@ -230,7 +230,8 @@ def test_rayservice_serve_config_follows_the_shipped_serve_config(rendered: dict
     (dep,) = [d for d in app["deployments"] if d["name"] == "PolicyServer"]
     assert dep["user_config"]["checkpoint_uri"] == CHECKPOINT
     assert dep["user_config"]["allowed_prefixes"] == ["s3://rlops/experiments/"]
-    assert dep["num_replicas"] == 2
+    assert "num_replicas" not in dep  # autoscaled: Serve refuses num_replicas with autoscaling_config
+    assert dep["autoscaling_config"]["min_replicas"] == 2
     assert config["http_options"] == {"host": "0.0.0.0", "port": 8000}
 
 
@@ -238,7 +239,8 @@ def test_rayservice_zero_downtime_settings(rendered: dict[str, Rendered]) -> Non
     for scenario in ("kind-full", "gpu-full"):
         spec = rendered[scenario].one("RayService")["spec"]
         assert spec["upgradeStrategy"] == {"type": "NewCluster"}
-        assert serve_config(rendered, scenario)["applications"][0]["deployments"][0]["num_replicas"] >= 2
+        dep = serve_config(rendered, scenario)["applications"][0]["deployments"][0]
+        assert dep["autoscaling_config"]["min_replicas"] >= 2
         assert spec["rayClusterConfig"]["authOptions"] == {"mode": "token"}
 
 

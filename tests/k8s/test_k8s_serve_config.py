@@ -26,7 +26,7 @@ def test_serve_config_is_a_valid_ray_serve_deploy_config(rendered: dict[str, Ren
         (app,) = [a for a in parsed.applications if a.name == "corridor"]
         assert app.import_path == "workloads.serve_app:app", source
         (dep,) = [d for d in app.deployments if d.name == "PolicyServer"]
-        assert dep.num_replicas >= 1 and dep.ray_actor_options.num_cpus > 0, source
+        assert dep.autoscaling_config["min_replicas"] >= 1 and dep.ray_actor_options.num_cpus > 0, source
 
 
 def test_user_config_is_accepted_by_the_serve_app(rendered: dict[str, Rendered]) -> None:
