@@ -439,6 +439,9 @@ class PollResult:
     """Finished episodes and the bookkeeping of one poll."""
 
     episodes: list[Episode]
+    decisions: list[
+        DecisionRecord
+    ]  # every decision read by this poll (for request, error and latency counts)
     cursor: dict[str, Any]
     objects: int
     open_episodes: int
@@ -474,6 +477,7 @@ class EpisodeStream:
         assert self.reader.cursor is not None
         return PollResult(
             episodes=episodes,
+            decisions=[r for r in read.records if isinstance(r, DecisionRecord)],
             cursor=self.reader.cursor.model_dump(),
             objects=read.objects,
             open_episodes=self.joiner.open_episodes,

@@ -236,7 +236,11 @@ def attach_values(
 
 
 def fit_tabular_q(
-    episodes: Sequence[LoggedEpisode], gamma: float = 1.0, iterations: int = 200, tol: float = 1e-9
+    episodes: Sequence[LoggedEpisode],
+    gamma: float = 1.0,
+    iterations: int = 200,
+    tol: float = 1e-9,
+    min_visits: float = 5.0,
 ) -> list[LoggedEpisode]:
     """Fitted Q evaluation of the target policy on a small discrete state space; returns episodes with values.
 
@@ -245,6 +249,10 @@ def fit_tabular_q(
     V(s) = sum_a pi_e(a|s) Q(s, a) (actions never logged in s count 0) and V = 0 after the last step,
     iterated to a fixed point. The fit uses the same episodes as the estimate (no sample splitting): fine as a
     control variate for the sample sizes a gate sees, and documented as such.
+
+    States must repeat: with fewer than ``min_visits`` logged visits per (state, action) on average
+    (continuous observations), Q would be fitted from the very rewards it is meant to predict, so this
+    refuses; supply a value function with :func:`attach_values` instead.
     """
     visits: dict[tuple[Hashable, Hashable], list[tuple[float, Hashable | None]]] = defaultdict(list)
     policy: dict[Hashable, tuple[float, ...]] = {}
@@ -258,6 +266,14 @@ def fit_tabular_q(
             nxt = ep.steps[t + 1].state if t + 1 < len(ep.steps) else None
             visits[(s.state, s.action)].append((float(s.reward), nxt))
             policy[s.state] = tuple(float(p) for p in s.target_probs)
+    if not visits:
+        raise OffPolicyError("no episodes to fit a value estimate on")
+    mean_visits = sum(len(v) for v in visits.values()) / len(visits)
+    if mean_visits < min_visits:
+        raise OffPolicyError(
+            f"too few visits per (state, action) for a tabular fit: {mean_visits:.1f} on average, "
+            f"need {min_visits:g} (continuous observations?); supply a value function with attach_values()"
+        )
     q: dict[tuple[Hashable, Hashable], float] = dict.fromkeys(visits, 0.0)
 
     def value(state: Hashable | None) -> float:

@@ -186,6 +186,19 @@ def test_tabular_fit_needs_states_actions_and_probabilities() -> None:
         offpolicy.fit_tabular_q([ep((0.5, 0.5, 1.0))])
 
 
+def test_tabular_fit_refuses_states_that_never_repeat() -> None:
+    # continuous observations: every state is new, so Q would be fitted from the rewards it should predict
+    rng = np.random.default_rng(0)
+    eps = [
+        LoggedEpisode(
+            (LoggedStep(0.5, 0.5, 1.0, state=float(rng.random()), action=0, target_probs=(0.5, 0.5)),)
+        )
+        for _ in range(50)
+    ]
+    with pytest.raises(OffPolicyError, match="too few visits per \\(state, action\\)"):
+        offpolicy.fit_tabular_q(eps)
+
+
 def test_worse_target_is_recognised_with_paired_difference() -> None:
     # behaviour is the better policy here: the difference interval lies below zero
     rng = np.random.default_rng(11)
