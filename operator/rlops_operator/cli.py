@@ -13,10 +13,12 @@ from typing import Annotated, Any
 import typer
 
 from . import loop
-from .dashboard import DashboardTarget
 from .engine import Decision, Engine
+from .settings import OperatorSettings
 from .spec import RolloutSpec, SpecError, TargetSpec
-from .targets import Target
+from .status import DecisionKind, Reason, RolloutStatus
+from .target_factory import build_target
+from .targets import Target, TargetError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -78,12 +80,17 @@ def _spec(
 
 
 def _target(spec: RolloutSpec) -> Target:
-    if spec.target.ray_service:
-        from .rayservice import RayServiceTarget
-
-        t = spec.target
-        return RayServiceTarget(t.ray_service or "", t.namespace or "default", t.application, t.deployment)
-    return DashboardTarget(spec.target.dashboard_url or "", spec.target.application, spec.target.deployment)
+    """The target the flags name; the dashboard token goes to the URL the user typed (and nowhere else)."""
+    try:
+        settings = OperatorSettings.from_env()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if spec.target.dashboard_url:
+        settings = settings.allowing(spec.target.dashboard_url)
+    try:
+        return build_target(spec, settings)
+    except TargetError as exc:
+        raise typer.BadParameter(exc.message) from exc
 
 
 def _stamp() -> str:
@@ -94,7 +101,7 @@ def _printer(started: dict[str, float]) -> Any:
     """Print one readable line per decision, with how long a rollout took."""
 
     def show(decision: Decision, status: dict[str, Any]) -> None:
-        if decision.kind == "Applied":
+        if decision.kind == DecisionKind.APPLIED:
             started["t"] = time.monotonic()
             r = status.get("rollout") or {}
             metric = r.get("metric") or {}
@@ -104,15 +111,15 @@ def _printer(started: dict[str, float]) -> Any:
                 f"{metric.get('name', 'metric')}={metric.get('value')}"
             )
             typer.echo(f"{_stamp()} applied; waiting for the application and /metadata")
-        elif decision.kind == "Promoted":
+        elif decision.kind == DecisionKind.PROMOTED:
             typer.echo(
                 f"{_stamp()} verified live in {decision.duration_s or 0:.1f} s: {decision.checkpoint_uri}"
             )
-        elif decision.kind == "RolledBack":
+        elif decision.kind == DecisionKind.ROLLED_BACK:
             typer.echo(f"{_stamp()} ROLLED BACK: {decision.message}")
-        elif decision.kind in ("Refused", "Failed"):
+        elif decision.kind in (DecisionKind.REFUSED, DecisionKind.FAILED, DecisionKind.GATE_UNEVALUABLE):
             typer.echo(f"{_stamp()} refused ({decision.reason}): {decision.message}")
-        elif decision.kind == "Error":
+        elif decision.kind == DecisionKind.ERROR:
             typer.echo(f"{_stamp()} waiting ({decision.reason}): {decision.message}")
         else:
             typer.echo(f"{_stamp()} {decision.message}")
@@ -163,7 +170,8 @@ def watch(
     finished: list[str] = []
 
     def enough(status: dict[str, Any], decisions: list[Decision]) -> bool:
-        finished.extend(d.kind for d in decisions if d.kind in ("Promoted", "RolledBack", "Failed"))
+        ends = (DecisionKind.PROMOTED, DecisionKind.ROLLED_BACK, DecisionKind.FAILED)
+        finished.extend(d.kind for d in decisions if d.kind in ends)
         return bool(max_rollouts) and len(finished) >= max_rollouts
 
     try:
@@ -202,16 +210,69 @@ def promote(
         1.0,
     )
     engine = Engine(spec, _target(spec))
-    final = {"AlreadyLive", "Promoted", "RolledBack", "Failed", "Refused"}
+    final = {
+        DecisionKind.ALREADY_LIVE,
+        DecisionKind.PROMOTED,
+        DecisionKind.ROLLED_BACK,
+        DecisionKind.FAILED,
+        DecisionKind.REFUSED,
+        DecisionKind.GATE_UNEVALUABLE,
+    }
     outcome: list[str] = []
+    last: dict[str, Any] = {}
+    show = _printer({})
+
+    def keep(decision: Decision, status: dict[str, Any]) -> None:
+        last["status"] = status
+        show(decision, status)
 
     def settled(status: dict[str, Any], decisions: list[Decision]) -> bool:
+        last["status"] = status
         outcome.extend(d.kind for d in decisions if d.kind in final)
-        return bool(outcome)
+        # settled once a final decision is made and nothing is left in flight (a rollback is finished)
+        return bool(outcome) and not status.get("rollout")
 
-    loop.run(engine, on_decision=_printer({}), until=settled, deadline_s=timeout + 60)
-    if not outcome or outcome[-1] not in ("Promoted", "AlreadyLive"):
+    try:
+        loop.run(engine, on_decision=keep, until=settled, deadline_s=timeout + 60)
+    except KeyboardInterrupt:
+        typer.echo(f"{_stamp()} interrupted")
+        _undo(engine, last.get("status"), Reason.ABORTED, "interrupted by the user")
         sys.exit(1)
+    except Exception as exc:  # never a traceback, never a candidate left applied
+        typer.echo(f"{_stamp()} error: {type(exc).__name__}: {exc}", err=True)
+        _undo(engine, last.get("status"), Reason.ABORTED, f"{type(exc).__name__}: {exc}")
+        sys.exit(1)
+    if last.get("status", {}).get("rollout"):
+        _undo(engine, last["status"], Reason.TIMEOUT, "promote gave up waiting")
+        sys.exit(1)
+    if not outcome or outcome[-1] not in (DecisionKind.PROMOTED, DecisionKind.ALREADY_LIVE):
+        sys.exit(1)
+
+
+def _undo(engine: Engine, status: dict[str, Any] | None, reason: str, why: str) -> None:
+    """Roll a candidate that ``promote`` applied back (a few attempts), or say clearly what is left."""
+    if not status or not status.get("rollout"):
+        return
+    state = engine.abort(RolloutStatus.parse(status), reason, why)
+    uri = state.rollout.checkpoint_uri if state.rollout else "?"
+    for _ in range(5):
+        try:
+            result = engine.step(state)
+        except Exception as exc:
+            typer.echo(f"{_stamp()} rollback error: {type(exc).__name__}: {exc}", err=True)
+            break
+        state = result.state
+        for decision in result.decisions:
+            typer.echo(f"{_stamp()} {decision.message}")
+        if state.rollout is None:
+            return
+        time.sleep(1.0)
+    prev = state.rollout.previous.checkpoint_uri if state.rollout and state.rollout.previous else None
+    typer.echo(
+        f"{_stamp()} COULD NOT ROLL BACK: {uri} may still be applied to {engine.target.describe()}; "
+        + (f"restore {prev} by hand" if prev else "nothing to roll back to"),
+        err=True,
+    )
 
 
 @app.command()

@@ -1,29 +1,35 @@
 """kopf wiring: one timer per PolicyRollout drives the promotion engine; nothing else lives here.
 
-Each tick reads the rollout's status, runs one engine step when the poll interval has passed (or a
-rollout is in flight), writes back only what changed, posts a Kubernetes Event per decision and
-counts it in Prometheus. All state is in ``.status``, so a restarted operator resumes from it.
+Each tick runs one engine step when the poll interval has passed (or a rollout is in flight), writes
+the status itself (:mod:`rlops_operator.statuswriter`: a refused write is reported and retried, the
+rollout goes on from the in-memory state), posts a Kubernetes Event per decision and counts it in
+Prometheus. An index over all PolicyRollouts gives each target exactly one owner
+(:mod:`rlops_operator.ownership`). A restarted operator resumes from the stored status and the target.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
-from . import metrics
-from .dashboard import DashboardTarget
-from .engine import Engine
+from . import metrics, ownership
+from .engine import Engine, HoldRequest, StepResult, hold_only
 from .patching import merge_diff
-from .rayservice import RayServiceTarget
 from .settings import OperatorSettings
-from .spec import RolloutSpec, SpecError
+from .spec import RolloutSpec, SpecError, TargetSpec
+from .status import STATUS_KEYS, DecisionKind, HoldKind, Reason, RolloutStatus
+from .statuswriter import StatusWriter, backoff_s, full_patch
+from .target_factory import build_target as _build_target
 from .targets import Target
 
 SETTINGS = OperatorSettings.from_env()
+WRITER = StatusWriter()
 log = logging.getLogger("rlops_operator")
 
 
@@ -38,18 +44,7 @@ class _QuietTicks(logging.Filter):
 
 logging.getLogger("kopf.objects").addFilter(_QuietTicks())
 GROUP, VERSION, PLURAL = "rlops.io", "v1alpha1", "policyrollouts"
-ENGINE_KEYS = (
-    "phase",
-    "message",
-    "live",
-    "previous",
-    "rollout",
-    "pointer",
-    "conditions",
-    "history",
-    "lastError",
-    "pausedFrom",
-)
+ENGINE_KEYS = STATUS_KEYS
 
 
 @kopf.on.startup()
@@ -68,21 +63,139 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
 
 
 def build_target(spec: RolloutSpec) -> Target:
-    """The target a spec names."""
-    t = spec.target
-    if t.ray_service:
-        return RayServiceTarget(t.ray_service, t.namespace or "default", t.application, t.deployment)
-    assert t.dashboard_url
-    return DashboardTarget(t.dashboard_url, t.application, t.deployment)
+    """The target a spec names (the token only for the dashboards the settings allow)."""
+    return _build_target(spec, SETTINGS)
 
 
 # Events for these decisions carry the decision as their reason (the cause is in the message);
 # refusals and errors carry their cause (PointerMissing, CheckpointInvalid, StorageUnreachable, ...).
-_KIND_REASONS = {"Applied", "Promoted", "RolledBack", "Failed", "Paused", "Resumed", "Recovered"}
+_KIND_REASONS = {
+    DecisionKind.APPLIED,
+    DecisionKind.PROMOTED,
+    DecisionKind.ROLLED_BACK,
+    DecisionKind.FAILED,
+    DecisionKind.PAUSED,
+    DecisionKind.RESUMED,
+    DecisionKind.RECOVERED,
+    DecisionKind.DRIFT,
+    DecisionKind.TARGET_CHANGED,
+    DecisionKind.GATE_UNEVALUABLE,
+}
 
 
-def _post(body: Any, kind: str, reason: str, message: str, warning: bool) -> None:
-    kopf.event(body, type="Warning" if warning else "Normal", reason=reason or kind, message=message[:1000])
+def _post(body: Any, reason: str, message: str, warning: bool) -> None:
+    kopf.event(body, type="Warning" if warning else "Normal", reason=reason, message=message[:1000])
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def rollout_targets(
+    spec: kopf.Spec, meta: kopf.Meta, name: str, namespace: str, **_: Any
+) -> dict[Any, ownership.Claim] | None:
+    """Target key -> the PolicyRollouts that name it (for one owner per target)."""
+    key = ownership.target_key(dict(spec), namespace)
+    if key is None:
+        return None
+    return {key: ownership.Claim(str(meta.get("creationTimestamp") or ""), f"{namespace}/{name}")}
+
+
+def _stored_state(status: dict[str, Any], rollout: str) -> RolloutStatus:
+    """The stored status as a model; a status that cannot be read starts fresh (the engine then reads
+    the target, so nothing is assumed)."""
+    try:
+        return RolloutStatus.parse({k: v for k, v in status.items() if k in STATUS_KEYS})
+    except ValidationError as exc:
+        log.warning("%s: stored status unreadable, starting from the target: %s", rollout, exc)
+        return RolloutStatus()
+
+
+def _conflict(spec: RolloutSpec, rollout: str, index: Any) -> HoldRequest | None:
+    ref = spec.target.ref()
+    claims = list(index.get(ref.key(), [])) if index is not None else []
+    owner = ownership.owner_of(claims)
+    if owner is None or owner.rollout == rollout:
+        return None
+    return HoldRequest(
+        HoldKind.CONFLICT, Reason.TARGET_CONFLICT, ownership.conflict_message(rollout, owner, ref.describe())
+    )
+
+
+def _step(
+    rollout: str,
+    namespace: str,
+    raw_spec: dict[str, Any],
+    state: RolloutStatus,
+    memo: Any,
+    index: Any,
+) -> StepResult | None:
+    """One engine step with the hold that applies (invalid spec, conflict, pause); None: not yet due."""
+    hold: HoldRequest | None = None
+    try:
+        spec: RolloutSpec | None = RolloutSpec.from_resource(raw_spec, name=rollout, namespace=namespace)
+    except SpecError as exc:
+        hold = HoldRequest(HoldKind.INVALID_SPEC, Reason.INVALID_SPEC, f"invalid spec: {exc}")
+        r = state.rollout
+        spec = None
+        if r is not None and r.target is not None:  # finish the rollout in flight with what it recorded
+            pointer = state.pointer.uri if state.pointer else "/invalid-spec/best_checkpoint.txt"
+            spec = RolloutSpec.for_unfinished_rollout(r.target, pointer, r.timeout_seconds or 300.0, rollout)
+    if spec is not None and hold is None:
+        hold = _conflict(spec, rollout, index)
+    if spec is None:
+        assert hold is not None
+        held = state.hold
+        if held is not None and held.kind == hold.kind and held.message == hold.message[:1000]:
+            return None
+        return hold_only(state, hold)
+    now = time.monotonic()
+    last = memo.get("last_poll")
+    due = state.rollout is not None or last is None or now - last >= spec.poll_interval_s
+    held = state.hold
+    wanted = hold.kind if hold is not None else (HoldKind.PAUSED if spec.paused else None)
+    hold_changed = (held.kind if held is not None else None) != wanted
+    if not due and not hold_changed:
+        return None
+    memo["last_poll"] = now
+    target = memo.get("target")
+    if target is None or memo.get("target_spec") != spec.target:
+        target = build_target(spec)
+        memo["target"], memo["target_spec"] = target, spec.target
+
+    def factory(t: TargetSpec) -> Target:
+        return build_target(dataclasses.replace(spec, target=t))
+
+    return Engine(spec, target, target_factory=factory).step(state, hold)
+
+
+def _write_status(body: Any, namespace: str, name: str, memo: Any, state: RolloutStatus) -> None:
+    """Store the status (or retry a write that failed, with backoff); report failures once per streak."""
+    rollout = f"{namespace}/{name}"
+    new = state.to_json()
+    failures = int(memo.get("write_failures", 0))
+    if failures and time.monotonic() < memo.get("write_retry_at", 0.0):
+        return
+    patch = full_patch(new, STATUS_KEYS) if failures else merge_diff(memo.get("written", {}), new)
+    if not patch:
+        return
+    failure = WRITER.write(namespace, name, patch)
+    if failure is None:
+        memo["written"] = new
+        if failures:
+            memo["write_failures"] = 0
+            log.info("%s: status written again after %d failed attempts", rollout, failures)
+            _post(body, "StatusWritten", f"status stored again after {failures} failed attempts", False)
+        return
+    failures += 1
+    memo["write_failures"] = failures
+    memo["write_retry_at"] = time.monotonic() + backoff_s(failures)
+    metrics.STATUS_WRITE_ERRORS.labels(rollout, failure.reason).inc()
+    log.warning("%s: status write failed (%d in a row): %s", rollout, failures, failure.message)
+    if failures == 1:
+        _post(
+            body,
+            "StatusWriteFailed",
+            f"{failure.message}; the rollout goes on and the write is retried with backoff",
+            True,
+        )
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.tick_s, initial_delay=0.0)
@@ -93,49 +206,40 @@ def tick(
     meta: kopf.Meta,
     name: str,
     namespace: str,
-    patch: kopf.Patch,
     memo: kopf.Memo,
+    rollout_targets: kopf.Index | None = None,
     **_: Any,
 ) -> None:
     """One engine step for one PolicyRollout, rate-limited to its poll interval while idle."""
-    current = {k: v for k, v in dict(status).items() if k in ENGINE_KEYS}
-    generation = meta.get("generation")
+    rollout = f"{namespace}/{name}"
+    state: RolloutStatus | None = memo.get("state")
+    if state is None:
+        stored = dict(status)
+        state = _stored_state(stored, rollout)
+        memo["written"] = {k: v for k, v in stored.items() if k in STATUS_KEYS}
     try:
-        rollout_spec = RolloutSpec.from_resource(dict(spec), name=f"{namespace}/{name}", namespace=namespace)
-    except SpecError as exc:
-        if current.get("phase") != "Failed" or current.get("message") != str(exc):
-            patch.status["phase"] = "Failed"
-            patch.status["message"] = f"invalid spec: {exc}"
-            patch.status["observedGeneration"] = generation
-            _post(body, "Refused", "InvalidSpec", f"invalid spec: {exc}", warning=True)
-        return
-    now = time.monotonic()
-    last = memo.get("last_poll")
-    in_flight = bool(current.get("rollout"))
-    if not in_flight and last is not None and now - last < rollout_spec.poll_interval_s:
-        return
-    memo["last_poll"] = now
-    target = memo.get("target")
-    if target is None or memo.get("target_spec") != rollout_spec.target:
-        target = build_target(rollout_spec)
-        memo["target"], memo["target_spec"] = target, rollout_spec.target
-    result = Engine(rollout_spec, target).step(current)
-    diff = merge_diff(current, result.status)
-    if status.get("observedGeneration") != generation:
-        diff["observedGeneration"] = generation
-    for key, value in diff.items():
-        patch.status[key] = value
-    for decision in result.decisions:
-        metrics.record(f"{namespace}/{name}", decision)
+        result = _step(rollout, namespace, dict(spec), state, memo, rollout_targets)
+    except Exception:  # a bug must not stop the timer: log it, keep the state, try again next tick
+        log.exception("%s: engine step failed", rollout)
+        metrics.POLL_ERRORS.labels(rollout, "EngineError").inc()
+        result = None
+    if result is not None:
+        state = result.state
+    generation = meta.get("generation")
+    if isinstance(generation, int) and state.observed_generation != generation:
+        state = state.model_copy(update={"observed_generation": generation})
+    memo["state"] = state
+    _write_status(body, namespace, name, memo, state)
+    for decision in result.decisions if result is not None else []:
+        metrics.record(rollout, decision)
         # A plain logger: kopf's object logger would post every line as an Event a second time.
         log.log(
             logging.WARNING if decision.warning else logging.INFO,
-            "%s/%s %s: %s",
-            namespace,
-            name,
+            "%s %s: %s",
+            rollout,
             decision.kind,
             decision.message,
         )
-        if decision.kind != "AlreadyLive":
+        if decision.kind != DecisionKind.ALREADY_LIVE:
             reason = decision.kind if decision.kind in _KIND_REASONS else decision.reason
-            _post(body, decision.kind, reason, decision.message, decision.warning)
+            _post(body, str(reason), decision.message, decision.warning)

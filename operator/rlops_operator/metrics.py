@@ -5,12 +5,20 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 from .engine import Decision
+from .status import DecisionKind
 
 PROMOTIONS = Counter("rlops_promotions_total", "Checkpoints verified live", ["rollout"])
 REFUSALS = Counter("rlops_refusals_total", "Pointers or checkpoints refused", ["rollout", "reason"])
 ROLLBACKS = Counter("rlops_rollbacks_total", "Rollouts rolled back or failed", ["rollout", "reason"])
 POLL_ERRORS = Counter(
     "rlops_poll_errors_total", "Transient errors (storage, Kubernetes or Ray API)", ["rollout", "reason"]
+)
+STATUS_WRITE_ERRORS = Counter(
+    "rlops_status_write_errors_total", "PolicyRollout status writes the API refused", ["rollout", "reason"]
+)
+DRIFTS = Counter("rlops_drift_total", "Target changes made outside the operator", ["rollout"])
+CONFLICTS = Counter(
+    "rlops_conflicts_total", "Holds because another PolicyRollout owns the target", ["rollout"]
 )
 DURATION = Histogram(
     "rlops_rollout_duration_seconds",
@@ -22,13 +30,18 @@ DURATION = Histogram(
 
 def record(rollout: str, decision: Decision) -> None:
     """Count one decision."""
-    if decision.kind == "Promoted":
+    kind = decision.kind
+    if kind == DecisionKind.PROMOTED:
         PROMOTIONS.labels(rollout).inc()
         if decision.duration_s is not None:
             DURATION.labels(rollout).observe(decision.duration_s)
-    elif decision.kind == "Refused":
+    elif kind in (DecisionKind.REFUSED, DecisionKind.GATE_UNEVALUABLE):
         REFUSALS.labels(rollout, decision.reason).inc()
-    elif decision.kind in ("RolledBack", "Failed"):
+    elif kind in (DecisionKind.ROLLED_BACK, DecisionKind.FAILED):
         ROLLBACKS.labels(rollout, decision.reason).inc()
-    elif decision.kind == "Error":
+    elif kind == DecisionKind.ERROR:
         POLL_ERRORS.labels(rollout, decision.reason).inc()
+    elif kind == DecisionKind.DRIFT:
+        DRIFTS.labels(rollout).inc()
+    elif kind == DecisionKind.CONFLICT:
+        CONFLICTS.labels(rollout).inc()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from rlops_core import storage
+
+from .status import TargetRef
 
 
 class SpecError(ValueError):
@@ -26,6 +29,29 @@ class TargetSpec:
     @property
     def kind(self) -> str:
         return "rayservice" if self.ray_service else "dashboard"
+
+    def ref(self) -> TargetRef:
+        """The target as the status records it."""
+        return TargetRef(
+            kind="rayservice" if self.ray_service else "dashboard",
+            namespace=(self.namespace or "default") if self.ray_service else None,
+            ray_service=self.ray_service,
+            dashboard_url=self.dashboard_url,
+            application=self.application,
+            deployment=self.deployment,
+            endpoint_url=self.endpoint_url,
+        )
+
+    @classmethod
+    def from_ref(cls, ref: TargetRef) -> TargetSpec:
+        return cls(
+            application=ref.application,
+            deployment=ref.deployment,
+            ray_service=ref.ray_service,
+            namespace=ref.namespace,
+            dashboard_url=ref.dashboard_url,
+            endpoint_url=ref.endpoint_url,
+        )
 
 
 @dataclass(frozen=True)
@@ -55,6 +81,13 @@ class RolloutSpec:
             raise SpecError("target needs rayService or dashboardUrl")
         if self.target.ray_service and self.target.dashboard_url:
             raise SpecError("target takes rayService or dashboardUrl, not both")
+        for label, value in (
+            ("pollIntervalSeconds", self.poll_interval_s),
+            ("rolloutTimeoutSeconds", self.rollout_timeout_s),
+            ("minMetric", self.min_metric),
+        ):
+            if value is not None and not math.isfinite(value):
+                raise SpecError(f"{label} must be a finite number, not {value!r}")
         if self.poll_interval_s <= 0 or self.rollout_timeout_s <= 0:
             raise SpecError("pollIntervalSeconds and rolloutTimeoutSeconds must be positive")
         if self.max_hash_bytes < 0:
@@ -84,6 +117,9 @@ class RolloutSpec:
         pointer = spec.get("pointer")
         if not isinstance(pointer, str) or not pointer.strip():
             raise SpecError("spec.pointer is required")
+        for key in ("pollIntervalSeconds", "rolloutTimeoutSeconds", "minMetric", "maxHashBytes"):
+            if isinstance(spec.get(key), bool):
+                raise SpecError(f"spec.{key} must be a number, not a boolean")
         try:
             min_metric = spec.get("minMetric")
             return cls(
@@ -105,7 +141,19 @@ class RolloutSpec:
                 paused=bool(spec.get("paused", False)),
                 name=name,
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, SpecError):
                 raise
             raise SpecError(f"invalid spec: {exc}") from exc
+
+    @classmethod
+    def for_unfinished_rollout(cls, ref: TargetRef, pointer: str, timeout_s: float, name: str) -> RolloutSpec:
+        """The spec saved with a rollout in flight: enough to verify or roll it back when the current
+        spec is invalid (held: never used to start a new promotion)."""
+        return cls(
+            pointer=pointer,
+            target=TargetSpec.from_ref(ref),
+            rollout_timeout_s=timeout_s,
+            paused=True,
+            name=name,
+        )

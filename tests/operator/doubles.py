@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rlops_operator import serveconfig
-from rlops_operator.targets import Health, Lineage
+from rlops_operator.targets import Health, Lineage, TargetError, TargetMissing
 
 from tests.operator.conftest import SERVE_CONFIG
 
@@ -36,3 +36,41 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
+
+
+class FlakyTarget(ConfigTarget):
+    """A ConfigTarget whose calls can fail: ``down`` (a TargetError for every call), ``missing_reads``
+    (the next N health reads find no application), and call counters."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self.down: TargetError | None = None
+        self.apply_down: TargetError | None = None
+        self.missing_reads = 0
+        self.calls: dict[str, int] = {"current": 0, "apply": 0, "health": 0}
+
+    def _maybe_fail(self, what: str) -> None:
+        self.calls[what] += 1
+        if self.down is not None:
+            raise self.down
+
+    def current_checkpoint(self) -> str | None:
+        self._maybe_fail("current")
+        return super().current_checkpoint()
+
+    def apply(self, checkpoint_uri: str, lineage: Lineage) -> None:
+        self._maybe_fail("apply")
+        if self.apply_down is not None:
+            raise self.apply_down
+        super().apply(checkpoint_uri, lineage)
+
+    def health(self, checkpoint_uri: str) -> Health:
+        self._maybe_fail("health")
+        if self.missing_reads > 0:
+            self.missing_reads -= 1
+            raise TargetMissing("ApplicationMissing", "application corridor not found")
+        return super().health(checkpoint_uri)
+
+    def edit_by_hand(self, uri: str) -> None:
+        """Someone changes the served checkpoint outside the operator."""
+        self.text = serveconfig.with_checkpoint(self.text, "corridor", "PolicyServer", uri)

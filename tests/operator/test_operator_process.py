@@ -295,7 +295,8 @@ def test_persistent_5xx_blocks_then_recovers(scenario: Any, kube: EmulatedCluste
     checkpoints.write_pointer(sc.pointer, sc.b)
     try:
         st = sc.wait(lambda st: (st.get("lastError") or {}).get("reason") == "HTTP500", "the 500s reported")
-        assert st["phase"] == "Live" and st["live"]["checkpointUri"] == sc.a and sc.served() == sc.a
+        # the candidate passed its checks and waits for the API (phase Promoting); A is still live
+        assert st["phase"] == "Promoting" and st["live"]["checkpointUri"] == sc.a and sc.served() == sc.a
     finally:
         fault.times = 0
     wait_for(lambda: sc.served() == sc.b, 30, what="B applied once the API works")
@@ -367,3 +368,101 @@ def test_invalid_spec_is_reported(kube: EmulatedCluster, operator_process: Opera
         assert "unsupported storage scheme" in kube.get(rollout_path(NS, "broken"))["status"]["message"]
     finally:
         kube.request("DELETE", rollout_path(NS, "broken"))
+
+
+# ------------------------------------------------------------------ issue 10, wiring faults
+def test_rejected_status_writes_do_not_stop_a_rollback(
+    scenario: Any, kube: EmulatedCluster, operator_process: OperatorProcess
+) -> None:
+    """Class 1: the API refuses every status write (422); the rollout still rolls back, and says so."""
+    sc = scenario(rolloutTimeoutSeconds=5)
+    sc.wait(lambda st: st.get("phase") == "Live", "the initial checkpoint to be live")
+    fault = kube.fail_next("PATCH", "policyrollouts", 422, 100_000)
+    try:
+        checkpoints.write_pointer(sc.pointer, sc.b)
+        wait_for(lambda: sc.served() == sc.b, 30, what="B applied although status writes are refused")
+        sc.kuberay(healthy=False, app_status="DEPLOY_FAILED")
+        wait_for(lambda: sc.served() == sc.a, 30, what="A restored although no status could be written")
+        wait_for(lambda: "StatusWriteFailed" in sc.event_reasons(), 10, what="a StatusWriteFailed Event")
+        wait_for(lambda: "RolledBack" in sc.event_reasons(), 10, what="a RolledBack Event")
+        assert sc.status()["phase"] == "Live"  # nothing could be stored meanwhile
+        assert sc.event_reasons().count("StatusWriteFailed") == 1  # once per streak, not per attempt
+        assert f'rlops_status_write_errors_total{{reason="HTTP422",rollout="{NS}/{sc.name}"}}' in (
+            operator_process.metrics()
+        ) or f'rlops_status_write_errors_total{{rollout="{NS}/{sc.name}",reason="HTTP422"}}' in (
+            operator_process.metrics()
+        )
+    finally:
+        fault.times = 0
+    st = sc.wait(lambda st: st.get("phase") == "RolledBack", "the status stored once the API accepts it")
+    assert st["live"]["checkpointUri"] == sc.a and "rollout" not in st
+    assert len(sc.spec_patches()) == 2
+    wait_for(lambda: "StatusWritten" in sc.event_reasons(), 10, what="a StatusWritten Event")
+
+
+def test_one_owner_per_target(scenario: Any, kube: EmulatedCluster, ckpt_root: str) -> None:
+    """Class 9: a second PolicyRollout on the same RayService/app/deployment is held until the first goes."""
+    sc = scenario()
+    sc.wait(lambda st: st.get("phase") == "Live", "the initial checkpoint to be live")
+    rival = f"{sc.name}-rival"  # same creationTimestamp in the emulator: the name breaks the tie
+    rival_pointer = checkpoints.pointer_uri(ckpt_root, f"{rival}-channel")
+    c = make_checkpoint(ckpt_root, f"{rival}-exp", "trial_c", 7.0)
+    checkpoints.write_pointer(rival_pointer, c)
+    body = {
+        "apiVersion": "rlops.io/v1alpha1",
+        "kind": "PolicyRollout",
+        "metadata": {"name": rival, "namespace": NS},
+        "spec": {
+            "pointer": rival_pointer,
+            "allowedPrefixes": [ckpt_root],
+            "target": {"rayService": sc.rs, "application": "corridor", "deployment": "PolicyServer"},
+            "pollIntervalSeconds": 1,
+        },
+    }
+    kube.request("POST", rollout_path(NS), body)
+    try:
+
+        def rival_status() -> dict[str, Any]:
+            return (kube.get(rollout_path(NS, rival)) or {}).get("status") or {}
+
+        st = wait_for(
+            lambda: (lambda s: s if any(c["type"] == "Conflict" for c in s.get("conditions", [])) else None)(
+                rival_status()
+            ),
+            30,
+            what="the rival to be held with a Conflict condition",
+        )
+        cond = next(c for c in st["conditions"] if c["type"] == "Conflict")
+        assert cond["status"] == "True" and cond["reason"] == "TargetConflict"
+        assert f"{NS}/{sc.name}" in cond["message"]
+        events = (kube.get(f"/api/v1/namespaces/{NS}/events") or {}).get("items", [])
+        wait_for(
+            lambda: any(
+                e.get("involvedObject", {}).get("name") == rival and e["reason"] == "TargetConflict"
+                for e in (kube.get(f"/api/v1/namespaces/{NS}/events") or {}).get("items", [])
+            ),
+            10,
+            what="a TargetConflict Event on the rival",
+        )
+        assert sc.served() == sc.a and sc.spec_patches() == [] and events is not None
+        sc.delete()  # the owner goes: the rival owns the target now
+        wait_for(lambda: sc.served() == c, 30, what="the rival's checkpoint applied once it owns the target")
+        st = rival_status()
+        assert not any(c["type"] == "Conflict" for c in st.get("conditions", []))
+    finally:
+        kube.request("DELETE", rollout_path(NS, rival))
+
+
+def test_invalid_spec_mid_rollout_still_rolls_back(scenario: Any, kube: EmulatedCluster) -> None:
+    """Class 11: the spec turns invalid while a rollout is in flight; the failed candidate is rolled back
+    with what the rollout recorded, and the status reports the invalid spec."""
+    sc = scenario(rolloutTimeoutSeconds=5)
+    sc.wait(lambda st: st.get("phase") == "Live", "the initial checkpoint to be live")
+    checkpoints.write_pointer(sc.pointer, sc.b)
+    sc.wait(lambda st: st.get("phase") == "Verifying", "the rollout to be in flight")
+    kube.request("PATCH", rollout_path(NS, sc.name), {"spec": {"pointer": "ftp://nowhere/p"}})
+    sc.kuberay(healthy=False, app_status="DEPLOY_FAILED")
+    wait_for(lambda: sc.served() == sc.a, 30, what="A restored although the spec is invalid")
+    st = sc.wait(lambda st: st.get("phase") == "Failed", "the invalid spec reported")
+    assert "invalid spec" in st["message"] and st["live"]["checkpointUri"] == sc.a
+    wait_for(lambda: {"RolledBack", "InvalidSpec"} <= set(sc.event_reasons()), 10, what="the Events")
