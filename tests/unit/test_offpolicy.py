@@ -279,3 +279,20 @@ def test_difference_interval() -> None:
     assert iv.low == pytest.approx(1 - half, rel=1e-5) and iv.high == pytest.approx(1 + half, rel=1e-5)
     with pytest.raises(OffPolicyError, match="at least 2"):
         offpolicy.difference_interval(ReturnStats(1, 0, 0), b, 0.95)
+
+
+# --------------------------------------------------------------------------- docs/progressive.md's example
+def test_worked_example_in_the_docs() -> None:
+    """The numbers docs/progressive.md quotes: 600 shadow episodes of the bandit, seed 1."""
+    target = np.array([0.1, 0.2, 0.7])
+    rng = np.random.default_rng(1)
+    eps = []
+    for i in range(600):
+        a = int(rng.choice(3, p=BANDIT_BEHAVIOUR))
+        r = float(rng.random() < BANDIT_MEANS[a])
+        eps.append(LoggedEpisode((LoggedStep(BANDIT_BEHAVIOUR[a], target[a], r),), f"e{i}"))
+    d = offpolicy.evaluate(eps, "PDWIS", bootstrap_samples=2000, seed=0).to_dict()
+    assert d["estimate"] == pytest.approx(0.645, abs=5e-4) and d["championMean"] == pytest.approx(0.395)
+    assert d["interval"] == pytest.approx([0.584, 0.702], abs=5e-4)
+    assert d["differenceInterval"] == pytest.approx([0.204, 0.293], abs=5e-4)
+    assert d["ess"] == pytest.approx(230.3, abs=0.05) and d["maxWeight"] == 3.5 and d["trustworthy"]
