@@ -18,6 +18,7 @@ import shutil
 import stat as stat_mod
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -287,11 +288,20 @@ def _http_date(value: Any) -> str:
     return value.isoformat()
 
 
-def _s3_token(etag: Any, last_modified: Any, version_id: Any = None) -> str:
-    """S3's version token: the ETag (the content's MD5) plus LastModified, plus VersionId if versioned."""
-    token = f"{etag or ''}|{_http_date(last_modified)}"
+WRITE_ID_KEY = "rlops-write-id"  # user metadata that write_bytes sets: a fresh id per write
+
+
+def _s3_token(resp: dict[str, Any]) -> str:
+    """S3's version token from a HEAD/GET/listing entry: ETag (the content's MD5) and LastModified,
+    plus VersionId on a versioned bucket and the write id that :func:`write_bytes` stores, so that
+    writing the same bytes again, even within the same second, yields a new token."""
+    token = f"{resp.get('ETag') or ''}|{_http_date(resp.get('LastModified'))}"
+    version_id = resp.get("VersionId")
     if version_id and version_id != "null":
-        token += f"|{version_id}"
+        token += f"|v={version_id}"
+    write_id = (resp.get("Metadata") or {}).get(WRITE_ID_KEY)
+    if write_id:
+        token += f"|w={write_id}"
     return token
 
 
@@ -363,7 +373,7 @@ def _s3_get_small(loc: Location, *, max_bytes: int | None, cancelled: threading.
         # Only an empty object cannot satisfy bytes=0-N: read it unranged (still bounded below).
         kwargs.pop("Range")
         resp = _s3_call(s3_client().get_object, loc, **kwargs)
-    token = _s3_token(resp.get("ETag"), resp.get("LastModified"), resp.get("VersionId"))
+    token = _s3_token(resp)
     total = _total_size(resp)
     if max_bytes is not None and total is not None and total > max_bytes:
         resp["Body"].close()
@@ -449,7 +459,8 @@ def write_bytes(uri: str, data: bytes) -> None:
     loc = parse_uri(uri)
     if loc.scheme == "s3":
         client = s3_client()
-        _s3_call(client.put_object, loc, Bucket=loc.bucket, Key=loc.key, Body=data)
+        metadata = {WRITE_ID_KEY: uuid.uuid4().hex}
+        _s3_call(client.put_object, loc, Bucket=loc.bucket, Key=loc.key, Body=data, Metadata=metadata)
         return
     path = loc.path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -475,7 +486,7 @@ def stat(uri: str) -> ObjectInfo:
     loc = parse_uri(uri)
     if loc.scheme == "s3":
         head = _s3_call(s3_client().head_object, loc, Bucket=loc.bucket, Key=loc.key)
-        token = _s3_token(head.get("ETag"), head.get("LastModified"), head.get("VersionId"))
+        token = _s3_token(head)
         return ObjectInfo(size=int(head["ContentLength"]), etag=token)
     try:
         st = loc.path.stat()
@@ -491,7 +502,7 @@ def read_if_changed(
     etag: str | None,
     *,
     max_bytes: int | None = None,
-    deadline_s: float | None = READ_DEADLINE_S,
+    deadline_s: float | None = None,
 ) -> tuple[bytes | None, str]:
     """A conditional read: ``(None, token)`` when the object is still version ``etag``, else its bytes
     and new version token.
@@ -500,7 +511,7 @@ def read_if_changed(
     :class:`ObjectInfo`); S3's ETag alone would not (it is the MD5 of the content). On S3 an idle poll
     is one HEAD; a change costs one more (ranged) GET, whose own response gives the token returned.
     ``max_bytes`` bounds the read (LimitExceeded before any body is read when the size says so),
-    ``deadline_s`` bounds its total time (StorageTimeout).
+    ``deadline_s`` (default ``READ_DEADLINE_S``) bounds its total time (StorageTimeout).
     """
     loc = parse_uri(uri)
     if loc.scheme == "file":
@@ -516,7 +527,7 @@ def read_if_changed(
 
     def poll(cancelled: threading.Event) -> tuple[bytes | None, str]:
         head = _s3_call(s3_client().head_object, loc, Bucket=loc.bucket, Key=loc.key)
-        token = _s3_token(head.get("ETag"), head.get("LastModified"), head.get("VersionId"))
+        token = _s3_token(head)
         if etag and token == etag:
             return None, etag
         size = int(head.get("ContentLength") or 0)
@@ -527,7 +538,7 @@ def read_if_changed(
             return None, etag  # written back between the HEAD and the GET: no new version after all
         return data, token
 
-    return _with_deadline(poll, deadline_s, loc.uri)
+    return _with_deadline(poll, READ_DEADLINE_S if deadline_s is None else deadline_s, loc.uri)
 
 
 # --------------------------------------------------------------------------------------------- listing
@@ -558,7 +569,7 @@ def list_objects(uri: str, *, max_objects: int | None = None) -> dict[str, Objec
                 rel = obj["Key"][len(prefix) :]
                 if rel == "" or _is_marker(rel):
                     continue  # a directory marker (pyarrow and consoles write them), not a file
-                token = _s3_token(obj.get("ETag"), obj.get("LastModified"))
+                token = _s3_token(obj)
                 add(rel, ObjectInfo(int(obj["Size"]), token))
         return out
     root = loc.path
@@ -612,7 +623,7 @@ def _iter_versioned(uri: str, chunk_size: int = CHUNK_BYTES) -> Iterator[tuple[b
     loc = parse_uri(uri)
     if loc.scheme == "s3":
         resp = _s3_call(s3_client().get_object, loc, Bucket=loc.bucket, Key=loc.key)
-        token = _s3_token(resp.get("ETag"), resp.get("LastModified"))
+        token = _s3_token(resp)
         body = resp["Body"]
         try:
             yield from ((chunk, token) for chunk in iter(lambda: body.read(chunk_size), b""))
