@@ -1,20 +1,39 @@
 """A RayService as a target, through the Kubernetes API.
 
 The patch is a JSON merge patch that carries the resourceVersion it was computed from, so the API
-server refuses it (409) if someone changed the RayService meanwhile; the engine re-reads and retries.
-KubeRay then sends the new serveConfigV2 to the running cluster in place.
+server refuses it (409) if someone changed the RayService meanwhile; the target re-reads and retries
+(tenacity). KubeRay then sends the new serveConfigV2 to the running cluster in place. Every shape the
+RayService could have that is not KubeRay's (a status that is not a mapping, ``observedGeneration:
+"x"``, deployment statuses as strings, a serve config without names) is a :class:`TargetError`.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_incrementing,
+)
+
 from . import serveconfig
-from .targets import Health, Lineage, TargetError, TargetMissing, judge_application
+from .targets import (
+    Health,
+    Lineage,
+    TargetError,
+    TargetMissing,
+    TargetReason,
+    deployment_statuses,
+    judge_application,
+    text_field,
+)
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayservices"
 ANNOTATION_PREFIX = "rlops.io/"
+REQUEST_TIMEOUT_S = 15
 
 
 def api_client() -> Any:
@@ -44,6 +63,44 @@ def lineage_annotations(lineage: Lineage) -> dict[str, str]:
     return {ANNOTATION_PREFIX + k: str(v) for k, v in notes.items()}
 
 
+def _transient(exc: BaseException) -> bool:
+    """Worth another try right away: a 5xx answer or no answer at all (not 404/409/4xx)."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(exc, ApiException):
+        return (exc.status or 0) >= 500
+    return isinstance(exc, HTTPError)
+
+
+def _conflict(exc: BaseException) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    return isinstance(exc, ApiException) and exc.status == 409
+
+
+def _generation(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TargetError(
+            TargetReason.UNEXPECTED_STATUS,
+            f"{where} must be an integer, got {type(value).__name__} {value!r}",
+        )
+    return value
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    """``value`` when it is a mapping, {} when absent; anything else is ``UnexpectedStatus``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TargetError(
+            TargetReason.UNEXPECTED_STATUS, f"{where} must be a mapping, got {type(value).__name__}"
+        )
+    return value
+
+
 class RayServiceTarget:
     """One deployment of one application in a RayService's ``serveConfigV2``."""
 
@@ -64,119 +121,135 @@ class RayServiceTarget:
         self.application = application
         self.deployment = deployment
         self.api = client.CustomObjectsApi(api or api_client())
-        self.retries = retries
+        self.retries = max(1, retries)
         self.backoff_s = backoff_s
 
     def describe(self) -> str:
         return f"RayService {self.namespace}/{self.name} app {self.application}/{self.deployment}"
 
+    def _retrying(self, retry: Any) -> Retrying:
+        return Retrying(
+            retry=retry,
+            stop=stop_after_attempt(self.retries),
+            wait=wait_incrementing(start=self.backoff_s, increment=self.backoff_s),
+            reraise=True,
+        )
+
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Call the API, retrying 5xx and connection errors a few times; 404 → TargetMissing."""
+        """Call the API, retrying 5xx and connection errors; 404 → TargetMissing, others → TargetError."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
-        for attempt in range(self.retries):
-            try:
-                return fn(*args, _request_timeout=15, **kwargs)
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise TargetMissing(
-                        "RayServiceMissing", f"RayService {self.namespace}/{self.name} not found"
-                    ) from exc
-                if exc.status == 409 or (exc.status or 0) < 500 or attempt == self.retries - 1:
-                    raise
-            except HTTPError as exc:
-                if attempt == self.retries - 1:
-                    raise TargetError("APIUnreachable", f"Kubernetes API unreachable: {exc}") from exc
-            time.sleep(self.backoff_s * (attempt + 1))
-        raise AssertionError("unreachable")
-
-    def get(self) -> dict[str, Any]:
-        """The RayService object."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            return self._call(
-                self.api.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, self.name
+            return self._retrying(retry_if_exception(_transient))(
+                fn, *args, _request_timeout=REQUEST_TIMEOUT_S, **kwargs
             )
         except ApiException as exc:
+            if exc.status == 404:
+                raise TargetMissing(
+                    TargetReason.RAY_SERVICE_MISSING, f"RayService {self.namespace}/{self.name} not found"
+                ) from exc
+            if exc.status == 409:
+                raise
             raise TargetError(
-                f"HTTP{exc.status}", f"reading {self.describe()}: {exc.status} {exc.reason}"
+                f"HTTP{exc.status}", f"{self.describe()}: Kubernetes API answered {exc.status} {exc.reason}"
             ) from exc
+        except HTTPError as exc:
+            raise TargetError(TargetReason.API_UNREACHABLE, f"Kubernetes API unreachable: {exc}") from exc
 
-    def current_checkpoint(self) -> str | None:
-        obj = self.get()
-        text = (obj.get("spec") or {}).get("serveConfigV2")
+    def get(self) -> dict[str, Any]:
+        """The RayService object (a mapping; anything else is ``UnexpectedStatus``)."""
+        obj = self._call(
+            self.api.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, self.name
+        )
+        return _mapping(obj, f"{self.describe()}: the object")
+
+    def _serve_config(self, obj: dict[str, Any]) -> str:
+        spec = _mapping(obj.get("spec"), f"{self.describe()}: spec")
+        text = spec.get("serveConfigV2")
         if not text:
-            raise TargetError("NoServeConfig", f"{self.describe()} has no spec.serveConfigV2")
+            raise TargetError(TargetReason.NO_SERVE_CONFIG, f"{self.describe()} has no spec.serveConfigV2")
+        if not isinstance(text, str):
+            raise TargetError(
+                TargetReason.INVALID_SERVE_CONFIG,
+                f"{self.describe()}: spec.serveConfigV2 must be a YAML string, got {type(text).__name__}",
+            )
+        return text
+
+    def _checkpoint_in(self, text: str) -> str | None:
         try:
             return serveconfig.checkpoint_of(text, self.application, self.deployment)
         except serveconfig.ServeConfigError as exc:
-            raise TargetError("BadServeConfig", str(exc)) from exc
+            raise TargetError(TargetReason.INVALID_SERVE_CONFIG, f"{self.describe()}: {exc}") from None
+
+    def current_checkpoint(self) -> str | None:
+        return self._checkpoint_in(self._serve_config(self.get()))
+
+    def _patch_once(self, checkpoint_uri: str, lineage: Lineage) -> None:
+        obj = self.get()
+        meta = _mapping(obj.get("metadata"), f"{self.describe()}: metadata")
+        text = self._serve_config(obj)
+        try:
+            new_text = serveconfig.with_checkpoint(text, self.application, self.deployment, checkpoint_uri)
+        except serveconfig.ServeConfigError as exc:
+            raise TargetError(TargetReason.INVALID_SERVE_CONFIG, f"{self.describe()}: {exc}") from None
+        body = {
+            "metadata": {
+                "resourceVersion": meta.get("resourceVersion"),
+                "annotations": lineage_annotations(lineage),
+            },
+            "spec": {"serveConfigV2": new_text},
+        }
+        self._call(
+            self.api.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            self.name,
+            body,
+            _content_type="application/merge-patch+json",
+        )
 
     def apply(self, checkpoint_uri: str, lineage: Lineage) -> None:
-        """Patch serveConfigV2 and the lineage annotations, with a resourceVersion precondition."""
+        """Patch serveConfigV2 and the lineage annotations, with a resourceVersion precondition.
+
+        A 409 (someone changed the RayService since it was read) re-reads and retries, a few times.
+        """
         from kubernetes.client.exceptions import ApiException
 
-        last: Exception | None = None
-        for attempt in range(self.retries):
-            obj = self.get()
-            meta = obj.get("metadata") or {}
-            text = (obj.get("spec") or {}).get("serveConfigV2")
-            if not text:
-                raise TargetError("NoServeConfig", f"{self.describe()} has no spec.serveConfigV2")
-            try:
-                new_text = serveconfig.with_checkpoint(
-                    text, self.application, self.deployment, checkpoint_uri
-                )
-            except serveconfig.ServeConfigError as exc:
-                raise TargetError("BadServeConfig", str(exc)) from exc
-            body = {
-                "metadata": {
-                    "resourceVersion": meta.get("resourceVersion"),
-                    "annotations": lineage_annotations(lineage),
-                },
-                "spec": {"serveConfigV2": new_text},
-            }
-            try:
-                self._call(
-                    self.api.patch_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    PLURAL,
-                    self.name,
-                    body,
-                    _content_type="application/merge-patch+json",
-                )
-                return
-            except ApiException as exc:
-                last = exc
-                if exc.status != 409:
-                    raise TargetError(
-                        f"HTTP{exc.status}", f"patching {self.describe()}: {exc.status} {exc.reason}"
-                    ) from exc
-            time.sleep(self.backoff_s * (attempt + 1))
-        raise TargetError("Conflict", f"patching {self.describe()} kept conflicting: {last}")
+        retrying = self._retrying(retry_if_exception(_conflict))
+        retrying.reraise = False
+        try:
+            retrying(self._patch_once, checkpoint_uri, lineage)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            reason = getattr(last, "reason", "") if isinstance(last, ApiException) else last
+            raise TargetError(
+                TargetReason.CONFLICT,
+                f"patching {self.describe()} kept conflicting ({self.retries} tries): 409 {reason}",
+            ) from None
 
     def health(self, checkpoint_uri: str) -> Health:
         obj = self.get()
-        text = (obj.get("spec") or {}).get("serveConfigV2") or ""
-        try:
-            configured = serveconfig.checkpoint_of(text, self.application, self.deployment)
-        except serveconfig.ServeConfigError as exc:
-            return Health("failed", str(exc))
+        configured = self._checkpoint_in(self._serve_config(obj))
         if configured != checkpoint_uri:
             return Health("pending", f"serveConfigV2 names {configured}, waiting for {checkpoint_uri}")
-        status = obj.get("status") or {}
-        generation = (obj.get("metadata") or {}).get("generation")
-        observed = status.get("observedGeneration")
-        if generation is not None and observed is not None and int(observed) < int(generation):
+        where = f"{self.describe()}: status"
+        status = _mapping(obj.get("status"), where)
+        meta = _mapping(obj.get("metadata"), f"{self.describe()}: metadata")
+        generation = _generation(meta.get("generation"), f"{self.describe()}: metadata.generation")
+        observed = _generation(status.get("observedGeneration"), f"{where}.observedGeneration")
+        if generation is not None and observed is not None and observed < generation:
             return Health(
                 "pending", f"KubeRay has not seen generation {generation} yet (observed {observed})"
             )
-        apps = (status.get("activeServiceStatus") or {}).get("applicationStatuses") or {}
-        app = apps.get(self.application) or {}
-        deps = app.get("serveDeploymentStatuses") or {}
-        message = app.get("message") or (deps.get(self.deployment) or {}).get("message") or ""
-        return judge_application(str(app.get("status", "")), deps, self.deployment, message)
+        active = _mapping(status.get("activeServiceStatus"), f"{where}.activeServiceStatus")
+        apps = _mapping(active.get("applicationStatuses"), f"{where}.activeServiceStatus.applicationStatuses")
+        app_where = f"{where} of application {self.application!r}"
+        app = _mapping(apps.get(self.application), app_where)
+        deps = deployment_statuses(app.get("serveDeploymentStatuses"), app_where)
+        message = text_field(app, "message", app_where) or (deps.get(self.deployment) or {}).get(
+            "message", ""
+        )
+        return judge_application(text_field(app, "status", app_where), deps, self.deployment, message)

@@ -1,100 +1,224 @@
 """Edit a Serve config (``serveConfigV2``) so that only one deployment's checkpoint changes.
 
-Everything else in the user's config survives: keys, their order and values. The YAML is parsed
-and dumped again, so comments and quoting style are not kept; the result is re-read and compared
-with the input to prove that the checkpoint URI is the only difference.
+The YAML is edited with ruamel.yaml's round-trip mode, so the user's comments, key order, quoting and
+anchors survive. Where the target deployment's ``user_config`` (or the deployment, its list or its
+application) is a YAML anchor shared through aliases with another place, the edited node gets its own
+copy first: changing one deployment never changes another. The result is re-read and compared with
+the input to prove that the checkpoint URI is the only difference.
+
+Every shape problem (no ``applications`` list, an application without ``name``, ``deployments`` as a
+mapping, ``user_config`` as a string, ...) is a :class:`ServeConfigError` that says what is wrong.
 """
 
 from __future__ import annotations
 
 import copy
+import io
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.util import load_yaml_guess_indent
 
 
 class ServeConfigError(ValueError):
     """The Serve config is malformed or lacks the target application."""
 
 
-def load(text: str | dict[str, Any]) -> dict[str, Any]:
-    """Parse a serveConfigV2 YAML string (a dict passes through as a deep copy)."""
-    if isinstance(text, dict):
-        return copy.deepcopy(text)
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    return yaml
+
+
+def _type(value: Any) -> str:
+    """A YAML-level name for the value's type (round-trip subclasses say what they are)."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "a boolean"), (str, "a string"), (Mapping, "a mapping"), (list, "a list")):
+        if isinstance(value, kind):
+            return name
+    return "a number" if isinstance(value, int | float) else type(value).__name__
+
+
+def load(text: str | Mapping[str, Any]) -> Any:
+    """Parse a serveConfigV2 YAML string (round-trip types); a mapping passes through as a deep copy."""
+    if isinstance(text, Mapping):
+        return copy.deepcopy(dict(text))
+    if not isinstance(text, str):
+        raise ServeConfigError(f"serveConfigV2 must be a YAML string, got {_type(text)}")
     try:
-        data = yaml.safe_load(text or "")
-    except yaml.YAMLError as exc:
-        raise ServeConfigError(f"serveConfigV2 is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
+        data = _yaml().load(text or "")
+    except YAMLError as exc:
+        raise ServeConfigError(f"serveConfigV2 is not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
         raise ServeConfigError("serveConfigV2 must be a mapping with an 'applications' list")
     return data
 
 
-def dump(config: dict[str, Any]) -> str:
-    """Render a config as block-style YAML, keys in their original order."""
-    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096)
+def plain(node: Any) -> Any:
+    """The data without YAML round-trip types (for comparisons)."""
+    if isinstance(node, Mapping):
+        return {str(k): plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [plain(v) for v in node]
+    if isinstance(node, str):
+        return str(node)
+    return node
 
 
-def _application(config: dict[str, Any], app: str) -> dict[str, Any]:
+def _applications(config: Mapping[str, Any]) -> list[Any]:
     apps = config.get("applications")
     if not isinstance(apps, list):
-        raise ServeConfigError("serveConfigV2 has no 'applications' list")
-    for entry in apps:
-        if isinstance(entry, dict) and entry.get("name") == app:
-            return entry
-    names = [e.get("name") for e in apps if isinstance(e, dict)]
-    raise ServeConfigError(f"application {app!r} is not in serveConfigV2 (found {names})")
+        raise ServeConfigError(f"serveConfigV2 'applications' must be a list, got {_type(apps)}")
+    return apps
 
 
-def _deployment(application: dict[str, Any], deployment: str, create: bool) -> dict[str, Any] | None:
+def _application_index(config: Mapping[str, Any], app: str) -> int:
+    apps = _applications(config)
+    found = [i for i, e in enumerate(apps) if isinstance(e, Mapping) and e.get("name") == app]
+    if len(found) > 1:
+        raise ServeConfigError(f"application {app!r} appears {len(found)} times in serveConfigV2")
+    if not found:
+        names = [e.get("name") if isinstance(e, Mapping) else f"<{_type(e)}>" for e in apps]
+        nameless = " (an application without 'name' cannot be matched)" if None in names else ""
+        raise ServeConfigError(f"application {app!r} is not in serveConfigV2 (found {names}){nameless}")
+    return found[0]
+
+
+def _deployments(application: Mapping[str, Any]) -> list[Any] | None:
     deps = application.get("deployments")
-    if deps is None:
-        if not create:
-            return None
-        deps = application["deployments"] = []
-    if not isinstance(deps, list):
-        raise ServeConfigError(f"deployments of application {application.get('name')!r} must be a list")
-    for entry in deps:
-        if isinstance(entry, dict) and entry.get("name") == deployment:
-            return entry
-    if not create:
-        return None
-    entry = {"name": deployment}
-    deps.append(entry)
-    return entry
+    if deps is not None and not isinstance(deps, list):
+        raise ServeConfigError(
+            f"deployments of application {application.get('name')!r} must be a list, got {_type(deps)}"
+        )
+    return deps
 
 
-def checkpoint_of(config: str | dict[str, Any], app: str, deployment: str) -> str | None:
+def _deployment_index(deps: list[Any], deployment: str, app: str) -> int | None:
+    found = [i for i, e in enumerate(deps) if isinstance(e, Mapping) and e.get("name") == deployment]
+    if len(found) > 1:
+        raise ServeConfigError(f"deployment {deployment!r} appears {len(found)} times in application {app!r}")
+    return found[0] if found else None
+
+
+def _user_config(dep: Mapping[str, Any], deployment: str) -> Mapping[str, Any] | None:
+    user_config = dep.get("user_config")
+    if user_config is not None and not isinstance(user_config, Mapping):
+        raise ServeConfigError(f"user_config of {deployment!r} must be a mapping, got {_type(user_config)}")
+    return user_config
+
+
+def checkpoint_of(config: str | Mapping[str, Any], app: str, deployment: str) -> str | None:
     """The ``user_config.checkpoint_uri`` the config gives the deployment, or None."""
     data = load(config)
-    dep = _deployment(_application(data, app), deployment, create=False)
-    user_config = (dep or {}).get("user_config") or {}
-    if not isinstance(user_config, dict):
-        raise ServeConfigError(f"user_config of {deployment!r} must be a mapping")
+    application = _applications(data)[_application_index(data, app)]
+    deps = _deployments(application) or []
+    index = _deployment_index(deps, deployment, app)
+    if index is None:
+        return None
+    user_config = _user_config(deps[index], deployment) or {}
     uri = user_config.get("checkpoint_uri")
+    if uri is not None and not isinstance(uri, str):
+        raise ServeConfigError(f"checkpoint_uri of {deployment!r} must be a string, got {_type(uri)}")
     return str(uri) if uri else None
 
 
-def with_checkpoint_dict(config: str | dict[str, Any], app: str, deployment: str, uri: str) -> dict[str, Any]:
-    """A copy of the config in which only the deployment's ``user_config.checkpoint_uri`` is ``uri``."""
-    data = load(config)
-    dep = _deployment(_application(data, app), deployment, create=True)
-    assert dep is not None
-    user_config = dep.get("user_config")
-    if user_config is None:
-        user_config = dep["user_config"] = {}
-    if not isinstance(user_config, dict):
-        raise ServeConfigError(f"user_config of {deployment!r} must be a mapping")
+def _walk(node: Any) -> Iterator[Any]:
+    """Every mapping and list in the tree, once per place it is referenced (aliases count again)."""
+    if isinstance(node, Mapping):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        yield node
+        for value in node:
+            yield from _walk(value)
+
+
+def _unshared_copy(node: Any) -> Any:
+    """A deep copy of ``node`` without YAML anchors (so the copy is emitted as plain content)."""
+    clone = copy.deepcopy(node)
+    for part in _walk(clone):
+        anchor = getattr(part, "anchor", None)
+        if anchor is not None and getattr(anchor, "value", None) is not None:
+            part.yaml_set_anchor(None)
+            anchor.value = None
+            anchor.always_dump = False
+    return clone
+
+
+def _own(parent: Any, key: Any, refs: dict[int, int]) -> Any:
+    """``parent[key]``, replaced first by its own copy when an alias shares it with another place."""
+    node = parent[key]
+    if refs.get(id(node), 0) > 1:
+        node = parent[key] = _unshared_copy(node)
+    return node
+
+
+def _set_checkpoint(data: Any, app: str, deployment: str, uri: str) -> None:
+    refs: dict[int, int] = {}
+    for node in _walk(data):
+        refs[id(node)] = refs.get(id(node), 0) + 1
+    apps = _own(data, "applications", refs) if isinstance(data.get("applications"), list) else None
+    if apps is None:
+        _applications(data)  # raises the shape error
+    index = _application_index(data, app)
+    application = _own(apps, index, refs)
+    deps = _deployments(application)
+    if deps is None:
+        deps = application["deployments"] = []
+    else:
+        deps = _own(application, "deployments", refs)
+    dep_index = _deployment_index(deps, deployment, app)
+    if dep_index is None:
+        deps.append(CommentedMap(name=deployment) if isinstance(deps, list) else {"name": deployment})
+        dep_index = len(deps) - 1
+    dep = _own(deps, dep_index, refs)
+    if _user_config(dep, deployment) is None:
+        dep["user_config"] = CommentedMap() if isinstance(dep, CommentedMap) else {}
+    user_config = _own(dep, "user_config", refs)
+    uri_before = user_config.get("checkpoint_uri")
+    if uri_before is not None and not isinstance(uri_before, str):
+        raise ServeConfigError(f"checkpoint_uri of {deployment!r} must be a string, got {_type(uri_before)}")
     user_config["checkpoint_uri"] = uri
-    return data
+
+
+def with_checkpoint_dict(
+    config: str | Mapping[str, Any], app: str, deployment: str, uri: str
+) -> dict[str, Any]:
+    """A plain copy of the config in which only the deployment's ``user_config.checkpoint_uri`` is ``uri``."""
+    data = load(config)
+    _set_checkpoint(data, app, deployment, uri)
+    return plain(data)
+
+
+def _expected(before: Any, app: str, deployment: str, uri: str) -> Any:
+    """What the plain data must be after the edit: ``before`` with only the checkpoint URI set."""
+    expected = plain(before)
+    _set_checkpoint(expected, app, deployment, uri)
+    return expected
 
 
 def with_checkpoint(text: str, app: str, deployment: str, uri: str) -> str:
     """The serveConfigV2 YAML with only the checkpoint URI changed (checked by re-reading it)."""
-    original = load(text)
-    updated = with_checkpoint_dict(original, app, deployment, uri)
-    rendered = dump(updated)
-    reread = load(rendered)
-    if reread != updated:
+    load(text)  # shape and syntax errors first, with their own messages
+    try:
+        data, indent, block_seq_indent = load_yaml_guess_indent(text, yaml=_yaml())
+    except (YAMLError, IndexError) as exc:
+        raise ServeConfigError(f"serveConfigV2 is not valid YAML: {exc}") from None
+    expected = _expected(data, app, deployment, uri)
+    _set_checkpoint(data, app, deployment, uri)
+    yaml = _yaml()
+    offset = max(block_seq_indent or 0, 0)
+    sequence = max(indent or 2, offset + 2)
+    yaml.indent(mapping=max(sequence - offset, 1), sequence=sequence, offset=offset)
+    out = io.StringIO()
+    yaml.dump(data, out)
+    rendered = out.getvalue()
+    if plain(load(rendered)) != expected:
         raise ServeConfigError("serveConfigV2 does not survive a YAML round trip; refusing to rewrite it")
     return rendered

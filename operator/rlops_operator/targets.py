@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from enum import StrEnum
+from typing import Any, Protocol
 
 from rlops_core.serve_client import ServeError, get_json
+
+
+class TargetReason(StrEnum):
+    """The ``reason`` of the errors both targets raise (``HTTP<code>`` is added for other answers)."""
+
+    RAY_SERVICE_MISSING = "RayServiceMissing"
+    APPLICATION_MISSING = "ApplicationMissing"
+    NO_SERVE_CONFIG = "NoServeConfig"
+    INVALID_SERVE_CONFIG = "InvalidServeConfig"  # the serve config's shape or YAML is unusable
+    UNEXPECTED_STATUS = "UnexpectedStatus"  # a status or answer not in the documented shape
+    NOT_DECLARATIVE = "NotDeclarative"
+    CONFLICT = "Conflict"
+    API_UNREACHABLE = "APIUnreachable"
+    DASHBOARD_UNREACHABLE = "DashboardUnreachable"
+    UNAUTHORIZED = "Unauthorized"
+    REDIRECT = "Redirect"
+    INVALID_DASHBOARD_URL = "InvalidDashboardUrl"
+    INVALID_TARGET = "InvalidTarget"
 
 
 class TargetError(Exception):
@@ -29,16 +48,60 @@ class Health:
     detail: str = ""
 
 
+def deployment_statuses(deployments: Any, where: str) -> dict[str, dict[str, str]]:
+    """``{name: {"status": str, "message": str}}`` from a Serve deployments mapping, shape-checked.
+
+    Raises ``TargetError(UnexpectedStatus)`` naming ``where`` for anything else (a list, a status that
+    is not a string, a deployment entry that is not a mapping).
+    """
+    if deployments is None:
+        return {}
+    if not isinstance(deployments, dict):
+        message = f"{where}: deployments must be a mapping, got {_kind(deployments)}"
+        raise TargetError(TargetReason.UNEXPECTED_STATUS, message)
+    out: dict[str, dict[str, str]] = {}
+    for name, entry in deployments.items():
+        if not isinstance(entry, dict):
+            raise TargetError(
+                TargetReason.UNEXPECTED_STATUS,
+                f"{where}: deployment {name!r} must be a mapping with a status, got {_kind(entry)}",
+            )
+        out[str(name)] = {
+            "status": text_field(entry, "status", f"{where}: deployment {name!r}"),
+            "message": text_field(entry, "message", f"{where}: deployment {name!r}"),
+        }
+    return out
+
+
+def text_field(entry: dict[str, Any], key: str, where: str) -> str:
+    """``entry[key]`` as a string ("" when absent or null); anything else is ``UnexpectedStatus``."""
+    value = entry.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TargetError(
+            TargetReason.UNEXPECTED_STATUS, f"{where}: {key} must be a string, got {_kind(value)}"
+        )
+    return value
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else f"{type(value).__name__} {str(value)[:60]!r}"
+
+
 def judge_application(app_status: str, deployments: dict, deployment: str, message: str = "") -> Health:
     """Health of a Serve application from its status and its deployments' statuses.
 
     The same judgement for both targets: the dashboard's ``applications.<app>.deployments`` and
     KubeRay's ``applicationStatuses.<app>.serveDeploymentStatuses`` carry the same Serve statuses.
+    A shape that is not Serve's (a deployment status that is not a mapping) is ``UnexpectedStatus``.
     """
-    dep_status = str((deployments.get(deployment) or {}).get("status", ""))
+    deps = deployment_statuses(deployments, "application status")
+    dep_status = (deps.get(deployment) or {}).get("status", "")
+    app_status = str(app_status or "")
     if app_status == "DEPLOY_FAILED" or dep_status == "DEPLOY_FAILED":
         return Health("failed", f"application {app_status or '?'}: {message}".strip())
-    unhealthy = sorted(n for n, d in deployments.items() if str((d or {}).get("status", "")) != "HEALTHY")
+    unhealthy = sorted(n for n, d in deps.items() if d["status"] != "HEALTHY")
     if app_status == "RUNNING" and dep_status == "HEALTHY" and not unhealthy:
         return Health("healthy", "RUNNING, HEALTHY")
     if unhealthy:
