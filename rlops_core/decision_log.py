@@ -31,6 +31,7 @@ Nothing here imports the project's other packages, Ray or torch; I/O goes throug
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import secrets
@@ -337,13 +338,13 @@ def _credit(decisions: list[DecisionRecord], feedback: list[FeedbackRecord]) -> 
     """Credit each reward to the latest decision made before it (by step index when all carry one)."""
     rewards = [0.0] * len(decisions)
     by_step = all(d.step is not None for d in decisions) and all(f.step is not None for f in feedback)
+    keys = [float(d.step) if by_step else d.time for d in decisions]  # type: ignore[arg-type]
+    order = sorted(range(len(decisions)), key=lambda i: keys[i])
+    sorted_keys = [keys[i] for i in order]
     for f in feedback:
-        idx = 0
-        for i, d in enumerate(decisions):
-            before = d.step <= f.step if by_step else d.time <= f.time  # type: ignore[operator]
-            if before:
-                idx = i
-        rewards[idx] += f.reward
+        at = float(f.step) if by_step else f.time  # type: ignore[arg-type]
+        pos = bisect.bisect_right(sorted_keys, at) - 1  # the latest decision at or before the feedback
+        rewards[order[max(pos, 0)]] += f.reward
     return rewards
 
 

@@ -356,8 +356,9 @@ def _bootstrap(
 ) -> Interval:
     rng = np.random.default_rng(seed)
     values = []
-    for start in range(0, samples, 500):  # chunks bound the (B, n) count matrix's memory
-        size = min(500, samples - start)
+    chunk = max(1, min(500, 2_000_000 // n))  # bounds the (chunk, n) count matrix to about 16 MB
+    for start in range(0, samples, chunk):
+        size = min(chunk, samples - start)
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(float)
         values.append(fn(counts))
     dist = np.concatenate(values)

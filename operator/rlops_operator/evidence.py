@@ -33,7 +33,7 @@ from .progressive import (
 )
 
 LATENCY_SAMPLES = 20_000  # per stage and slot: the most recent latencies kept for the p99
-MAX_SHADOW_EPISODES = 50_000  # per stage: episodes kept for the off-policy estimate
+MAX_SHADOW_CELLS = 4_000_000  # per stage: episodes x longest episode kept for the off-policy estimate
 
 
 @dataclass
@@ -55,7 +55,10 @@ class _Slot:
 class _Stage:
     slots: dict[str, _Slot] = field(default_factory=lambda: {"champion": _Slot(), "challenger": _Slot()})
     mixed: int = 0
+    partial: int = 0  # the first decision read was not step 0: the episode began before the log was read
     shadow: list[offpolicy.LoggedEpisode] = field(default_factory=list)
+    shadow_longest: int = 0
+    shadow_over_budget: int = 0
     estimate: tuple[int, OffPolicyEvidence | None] | None = None  # cached for a given episode count
 
 
@@ -121,15 +124,16 @@ class EvidenceCollector:
                 slot.latencies.append(d.latency_ms)
         for ep in polled.episodes:
             stage = self._stages[episode_key(ep)]
+            if ep.decisions[0].step not in (None, 0):
+                stage.partial += 1  # only its tail was read (it began before the reader's start): no credit
+                continue
             if ep.slot == "mixed":
                 stage.mixed += 1
                 continue
             slot = stage.slots[ep.slot]
             slot.returns = slot.returns.add(ep.total_return)
-            if ep.mode == "shadow" and len(stage.shadow) < MAX_SHADOW_EPISODES:
-                logged = ep.off_policy_steps()
-                if logged is not None:
-                    stage.shadow.append(logged)
+            if ep.mode == "shadow":
+                self._keep_for_estimate(stage, ep)
         key = state.stage_key
         stage = self._stages[key]
         return Evidence(
@@ -137,11 +141,25 @@ class EvidenceCollector:
             champion=stage.slots["champion"].evidence(),
             challenger=stage.slots["challenger"].evidence(),
             mixed=stage.mixed,
+            partial=stage.partial,
+            log_counters=polled.counters,
             shadow_episodes=len(stage.shadow),
             off_policy=self._estimate(stage) if state.mode == "shadow" else None,
             read_errors=polled.errors,
             cursor=polled.cursor,
         )
+
+    @staticmethod
+    def _keep_for_estimate(stage: _Stage, ep: Episode) -> None:
+        logged = ep.off_policy_steps()
+        if logged is None:
+            return
+        longest = max(stage.shadow_longest, len(logged.steps))
+        if (len(stage.shadow) + 1) * longest > MAX_SHADOW_CELLS:
+            stage.shadow_over_budget += 1  # bounded memory: the estimate uses the episodes kept so far
+            return
+        stage.shadow.append(logged)
+        stage.shadow_longest = longest
 
     def _estimate(self, stage: _Stage) -> OffPolicyEvidence | None:
         gate = self.spec.off_policy_gate

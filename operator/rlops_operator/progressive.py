@@ -156,6 +156,51 @@ class ProgressiveSpec(_Spec):
             raise ProgressiveSpecError(problems) from exc
 
 
+def crd_schema() -> dict[str, Any]:
+    """``spec.strategy``'s structural OpenAPI v3 schema for the PolicyRollout CRD, generated from the models.
+
+    Inlined (no ``$ref``), ``anyOf [X, null]`` as ``nullable``, exclusive bounds in OpenAPI 3.0 form, no
+    ``additionalProperties`` (Kubernetes prunes unknown fields instead) and no ``null`` defaults. Print it
+    with ``python -m rlops_operator.progressive``.
+    """
+    raw = ProgressiveSpec.model_json_schema(by_alias=True)
+    defs = raw.pop("$defs", {})
+
+    def conv(node: Any) -> Any:
+        if isinstance(node, list):
+            return [conv(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = defs[node["$ref"].rsplit("/", 1)[-1]]
+            return conv({**target, **{k: v for k, v in node.items() if k != "$ref"}})
+        if "anyOf" in node:
+            options = [o for o in node["anyOf"] if o.get("type") != "null"]
+            if len(options) == 1:
+                out = conv({**options[0], **{k: v for k, v in node.items() if k != "anyOf"}})
+                if len(options) < len(node["anyOf"]):
+                    out["nullable"] = True
+                return out
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in ("title", "additionalProperties") or (key == "default" and value is None):
+                continue
+            if key in ("exclusiveMinimum", "exclusiveMaximum"):
+                out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+                out[key] = True
+            elif key == "const":
+                out["enum"] = [value]
+            elif key == "properties":
+                out[key] = {name: conv(sub) for name, sub in value.items()}
+            else:
+                out[key] = conv(value)
+        return out
+
+    schema = conv(raw)
+    schema["description"] = "Progressive delivery (docs/progressive.md). Absent or type Replace: all at once."
+    return schema
+
+
 # ------------------------------------------------------------------------------------------------ evidence
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
@@ -204,7 +249,9 @@ class Evidence(_Model):
     champion: SlotEvidence = Field(default_factory=SlotEvidence)
     challenger: SlotEvidence = Field(default_factory=SlotEvidence)
     mixed: int = 0
+    partial: int = Field(0, description="Episodes whose beginning was not read (not credited).")
     shadow_episodes: int = Field(0, description="Finished episodes usable for the off-policy estimate.")
+    log_counters: dict[str, int] = Field(default_factory=dict, description="Orphan, late, abandoned, bad.")
     off_policy: OffPolicyEvidence | None = None
     read_errors: list[str] = Field(default_factory=list)
     cursor: dict[str, Any] | None = None
@@ -790,3 +837,9 @@ def _summary(st: ProgressiveState, ev: Evidence | None = None) -> StageSummary:
     if name == "shadow" and ev.off_policy is not None:
         summary.off_policy_estimate = ev.off_policy
     return summary
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(crd_schema(), indent=2))

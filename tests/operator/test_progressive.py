@@ -38,18 +38,25 @@ def make_spec(**over: Any) -> ProgressiveSpec:
             {"weight": 0.5, "holdSeconds": 60, "minEpisodes": 20},
             {"weight": 1.0, "holdSeconds": 30, "minEpisodes": 20},
         ],
-        "analysis": {"minEpisodes": 20, "minRequests": 50, "maxErrorRate": 0.05, "maxP99LatencyMs": 100,
-                     "maxStepSeconds": 600, "tolerance": 0.5},
+        "analysis": {
+            "minEpisodes": 20,
+            "minRequests": 50,
+            "maxErrorRate": 0.05,
+            "maxP99LatencyMs": 100,
+            "maxStepSeconds": 600,
+            "tolerance": 0.5,
+        },
         "settleSeconds": 0,
-    }  # fmt: skip
+    }
     for key, value in over.items():
         base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
     return ProgressiveSpec.from_resource(base)
 
 
 def slot(n: int, mean: float, sd: float = 1.0, requests: int = 0, errors: int = 0, p99: float | None = None):
-    return SlotEvidence(episodes=n, mean=mean, m2=sd**2 * max(n - 1, 0), requests=requests, errors=errors,
-                        p99_latency_ms=p99)  # fmt: skip
+    return SlotEvidence(
+        episodes=n, mean=mean, m2=sd**2 * max(n - 1, 0), requests=requests, errors=errors, p99_latency_ms=p99
+    )
 
 
 def ope(low: float, trustworthy: bool = True, reasons: tuple[str, ...] = ()) -> OffPolicyEvidence:
@@ -241,8 +248,11 @@ def test_full_compares_with_the_last_canary_champion() -> None:
 
 
 def test_a_lone_full_step_is_judged_on_errors_and_latency() -> None:
-    spec = make_spec(steps=[{"weight": 1.0, "holdSeconds": 10, "minEpisodes": 5}],
-                     offPolicyGate={"enabled": False}, shadow={"enabled": False})  # fmt: skip
+    spec = make_spec(
+        steps=[{"weight": 1.0, "holdSeconds": 10, "minEpisodes": 5}],
+        offPolicyGate={"enabled": False},
+        shadow={"enabled": False},
+    )
     st, _ = pg.start(spec, CHAMP, CHALL, T)
     assert st.stage == "Full"
     st, out = pg.advance(spec, st, ev(st, challenger=slot(5, 1.0, requests=60)), T + 11)
@@ -429,8 +439,11 @@ def test_restart_mid_step_resumes_identically() -> None:
     resumed, log2 = run(True)
     assert straight == resumed and log1 == log2
     assert straight.stage == "Promoted" and straight.paused_seconds == 0  # reset when the step changed
-    assert log1[:3] == ["Advanced:ShadowComplete:OffPolicyGate", "Advanced:OffPolicyGatePassed:Canary(0)",
-                        "Paused:Paused:Canary(0)"]  # fmt: skip
+    assert log1[:3] == [
+        "Advanced:ShadowComplete:OffPolicyGate",
+        "Advanced:OffPolicyGatePassed:Canary(0)",
+        "Paused:Paused:Canary(0)",
+    ]
 
 
 # ---------------------------------------------------------------------------------- from real logs
@@ -449,11 +462,25 @@ def play_shadow(root: str, challenger_probs: np.ndarray, n: int, seed: int, star
     for i in range(n):
         a = int(rng.choice(3, p=BEHAVIOUR))
         w = writers[i % 2]
-        w.decision(episode_id=f"ep-{seed}-{i}", step=0, slot="champion", checkpoint_uri=CHAMP, mode="shadow",
-                   weight=0.0, challenger_uri=CHALL, action=a, prob=float(BEHAVIOUR[a]), observation=[0],
-                   probs=BEHAVIOUR.tolist(), latency_ms=2.0,
-                   shadow={"checkpoint_uri": CHALL, "prob": float(challenger_probs[a]),
-                           "probs": challenger_probs.tolist()})  # fmt: skip
+        w.decision(
+            episode_id=f"ep-{seed}-{i}",
+            step=0,
+            slot="champion",
+            checkpoint_uri=CHAMP,
+            mode="shadow",
+            weight=0.0,
+            challenger_uri=CHALL,
+            action=a,
+            prob=float(BEHAVIOUR[a]),
+            observation=[0],
+            probs=BEHAVIOUR.tolist(),
+            latency_ms=2.0,
+            shadow={
+                "checkpoint_uri": CHALL,
+                "prob": float(challenger_probs[a]),
+                "probs": challenger_probs.tolist(),
+            },
+        )
         writers[(i + 1) % 2].feedback(f"ep-{seed}-{i}", float(rng.random() < ARM_MEANS[a]), True, step=0)
         clock[0] += 0.01
     for w in writers:
@@ -471,8 +498,10 @@ def play_shadow(root: str, challenger_probs: np.ndarray, n: int, seed: int, star
 )
 def test_gate_from_real_shadow_logs(tmp_path, challenger: np.ndarray, method: str, outcome: str) -> None:
     root = str(tmp_path / "store")
-    spec = make_spec(offPolicyGate={"method": method, "tolerance": 0.02, "bootstrapSamples": 500},
-                     shadow={"minEpisodes": 400})  # fmt: skip
+    spec = make_spec(
+        offPolicyGate={"method": method, "tolerance": 0.02, "bootstrapSamples": 500},
+        shadow={"minEpisodes": 400},
+    )
     _, st = started(spec)
     play_shadow(root, challenger, 600, seed=1, start=T + 1)
     collector = EvidenceCollector.for_state(root, "bandit", spec, st, T + 60)
@@ -498,3 +527,103 @@ def test_collector_rebuilt_after_restart_gives_the_same_evidence(tmp_path) -> No
     b = EvidenceCollector.for_state(root, "bandit", spec, st, T + 40).collect(st, T + 40)  # after a restart
     assert a.champion == again.champion == b.champion and a.off_policy == b.off_policy
     assert a.shadow_episodes == again.shadow_episodes == b.shadow_episodes == 150
+
+
+def test_collector_files_episodes_by_their_first_decision_and_counts_slots(tmp_path) -> None:
+    """Canary traffic across a weight change, with a challenger error, a mixed and a partial episode."""
+    from workloads.serving.decision_writer import DecisionLogSettings, DecisionWriter
+
+    root = str(tmp_path / "store")
+    spec = make_spec()
+    _, st, _ = at_canary(1)  # Canary(1): weight 0.5
+    st = st.model_copy(update={"stage_started_at": T + 100})
+    clock = [T + 50]
+    w = DecisionWriter(DecisionLogSettings(root=root), "corridor", "r0", clock=lambda: clock[0])
+
+    def step(eid: str, i: int, slot_: str, weight: float, **kw: Any) -> None:
+        uri = CHALL if slot_ == "challenger" else CHAMP
+        w.decision(
+            episode_id=eid,
+            step=i,
+            slot=slot_,
+            checkpoint_uri=uri,
+            mode="canary",
+            weight=weight,
+            challenger_uri=CHALL,
+            action=0,
+            prob=0.5,
+            latency_ms=kw.pop("latency_ms", 1.0),
+            **kw,
+        )
+
+    step("old", 0, "challenger", 0.1)  # began at weight 0.1 ...
+    clock[0] = T + 150
+    step("old", 1, "challenger", 0.5)  # ... and ended after the change: filed under 0.1, not 0.5
+    w.feedback("old", 100.0, True, step=1)
+    for i in range(4):
+        step(f"c{i}", 0, "challenger", 0.5, latency_ms=10.0 * (i + 1))
+        w.feedback(f"c{i}", 9.0 + i, True, step=0)
+        step(f"p{i}", 0, "champion", 0.5)
+        w.feedback(f"p{i}", 8.0, True, step=0)
+    step("bad", 0, "challenger", 0.5, error="policy_error")
+    w.feedback("bad", 0.0, True, step=0)
+    step("mix", 0, "champion", 0.5)
+    step("mix", 1, "challenger", 0.5)
+    w.feedback("mix", 1.0, True, step=1)
+    step("tail", 3, "challenger", 0.5)  # its steps 0-2 were never read
+    w.feedback("tail", 50.0, True, step=3)
+    w.close()
+    assert w.dropped == 0
+    collector = EvidenceCollector.for_state(root, "corridor", spec, st, T + 200)
+    e = collector.collect(st, T + 200)
+    assert e.stage_key == st.stage_key and e.off_policy is None
+    assert e.challenger.episodes == 5 and e.champion.episodes == 4  # c0-c3 + bad; p0-p3
+    assert e.challenger.mean == pytest.approx((9 + 10 + 11 + 12 + 0) / 5) and e.champion.mean == 8.0
+    assert e.mixed == 1 and e.partial == 1
+    assert e.challenger.requests == 8 and e.challenger.errors == 1  # old's 2nd step, c0-c3, bad, mix, tail
+    assert e.champion.requests == 5 and e.champion.errors == 0
+    assert e.challenger.p99_latency_ms == pytest.approx(np.percentile([1.0, 10, 20, 30, 40, 1, 1, 1], 99))
+    old_key = pg.stage_key("canary", 0.1, CHALL)
+    assert collector._stages[old_key].slots["challenger"].returns.mean == 100.0
+
+
+def test_crd_schema_is_structural_and_agrees_with_the_model() -> None:
+    import jsonschema
+
+    schema = pg.crd_schema()
+
+    def walk(node: Any, path: str = "strategy") -> None:
+        if isinstance(node, dict):
+            for bad in ("$ref", "$defs", "anyOf", "allOf", "oneOf", "title", "const", "additionalProperties"):
+                assert bad not in node or path.endswith(".properties"), f"{bad} at {path}"
+            if "properties" in node or "items" in node:
+                assert node.get("type") in ("object", "array"), path
+            if node.get("type") == "object" and not path.endswith(".properties"):
+                assert "properties" in node, f"object without properties at {path}"
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    walk(schema)
+    validator = jsonschema.Draft4Validator(schema)  # OpenAPI 3.0 bounds are Draft 4's
+    good = {
+        "type": "Progressive",
+        "steps": [{"weight": 0.2, "holdSeconds": 5, "minEpisodes": 3}],
+        "offPolicyGate": {"method": "DR", "confidence": 0.9},
+        "abort": {"onInconclusive": "continue"},
+    }
+    assert not list(validator.iter_errors(good))
+    ProgressiveSpec.from_resource(good)
+    for bad in (
+        {"type": "Blue"},
+        {"steps": [{"weight": 0}]},
+        {"steps": [{"weight": 1.01}]},
+        {"offPolicyGate": {"confidence": 1.0}},
+        {"analysis": {"maxErrorRate": -0.1}},
+        {"shadow": {"minEpisodes": 0}},
+    ):
+        assert list(validator.iter_errors(bad)), bad
+        with pytest.raises(ProgressiveSpecError):
+            ProgressiveSpec.from_resource(bad)

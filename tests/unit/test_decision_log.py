@@ -74,8 +74,17 @@ def objects(root: str) -> dict[str, int]:
 
 # ------------------------------------------------------------------------------------------- schemas
 def test_records_round_trip_and_bad_lines_are_counted() -> None:
-    d = DecisionRecord(episode_id="e-1", replica="r", seq=0, time=T0, slot="champion", checkpoint_uri="u",
-                       action=[0.5, 1.0], prob=0.25, shadow={"checkpoint_uri": "c", "prob": 0.5})  # fmt: skip
+    d = DecisionRecord(
+        episode_id="e-1",
+        replica="r",
+        seq=0,
+        time=T0,
+        slot="champion",
+        checkpoint_uri="u",
+        action=[0.5, 1.0],
+        prob=0.25,
+        shadow={"checkpoint_uri": "c", "prob": 0.5},
+    )
     f = FeedbackRecord(episode_id="e-1", reward=1.5, done=True, replica="r", seq=1, time=T0 + 1)
     data = decision_log.encode([d, f]) + b"not json\n" + b'{"type": "decision"}\n\n'
     records, bad = decision_log.decode(data)
@@ -230,8 +239,14 @@ def test_settle_waits_for_a_slow_replica_and_late_records_are_counted(tmp_path: 
 def test_orphan_feedback_and_abandoned_episodes_are_counted() -> None:
     j = EpisodeJoiner(settle_seconds=0, abandon_seconds=100)
     j.add([FeedbackRecord(episode_id="ghost", reward=1, done=True, replica="r", seq=0, time=T0)], T0)
-    j.add([DecisionRecord(episode_id="open", replica="r", seq=1, time=T0, slot="champion", checkpoint_uri="u",
-                          action=0)], T0)  # fmt: skip
+    j.add(
+        [
+            DecisionRecord(
+                episode_id="open", replica="r", seq=1, time=T0, slot="champion", checkpoint_uri="u", action=0
+            )
+        ],
+        T0,
+    )
     assert j.finished(T0 + 1) == [] and j.counters.orphan_feedback == 1
     assert j.finished(T0 + 101) == [] and j.counters.abandoned == 1 and j.open_episodes == 0
     with pytest.raises(ValueError, match="settle_seconds"):
@@ -281,8 +296,9 @@ def test_corrupt_lines_and_foreign_files_are_skipped(tmp_path: Path) -> None:
     root = str(tmp_path)
     base = decision_log.log_root(root, APP)
     part = decision_log.partition_of(T0)
-    good = DecisionRecord(episode_id="e", replica="r", seq=0, time=T0, slot="champion", checkpoint_uri="u",
-                          action=0, prob=0.5)  # fmt: skip
+    good = DecisionRecord(
+        episode_id="e", replica="r", seq=0, time=T0, slot="champion", checkpoint_uri="u", action=0, prob=0.5
+    )
     fb = FeedbackRecord(episode_id="e", reward=2, done=True, replica="r", seq=1, time=T0)
     storage.write_bytes(f"{base}/{part}/w.x-0000000000.jsonl", decision_log.encode([good]) + b"{oops\n")
     storage.write_bytes(f"{base}/{part}/w.x-0000000001.jsonl", decision_log.encode([fb]))

@@ -134,8 +134,11 @@ def mdp_episodes(rng: np.random.Generator, n: int) -> tuple[list[LoggedEpisode],
         for _ in range(2):
             a = int(rng.choice(2, p=MDP_BEHAVIOUR[s]))
             r = MDP_REWARD[(s, a)] + float(rng.normal(0, 0.5))
-            steps.append(LoggedStep(MDP_BEHAVIOUR[s][a], MDP_TARGET[s][a], r, state=s, action=a,
-                                    target_probs=MDP_TARGET[s]))  # fmt: skip
+            steps.append(
+                LoggedStep(
+                    MDP_BEHAVIOUR[s][a], MDP_TARGET[s][a], r, state=s, action=a, target_probs=MDP_TARGET[s]
+                )
+            )
             s = (1 if a == 0 else 2) if s == 0 else None  # type: ignore[assignment]
         out.append(LoggedEpisode(tuple(steps), f"e{i}"))
     return out, MDP_TRUE
