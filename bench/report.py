@@ -213,6 +213,59 @@ def rollout_rows(rollout: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+# ---------------------------------------------------------------------------------------------- autoscale
+def autoscale_rows(autoscale: dict[str, Any]) -> list[dict[str, Any]]:
+    """Serve autoscaling (bench/autoscale_bench.py): how fast replicas follow a step in load, the p99
+    meanwhile, and failed requests while scaling up and down. Baseline: the autoscaler's own decision
+    time in the same run (what is left is the replica's cold start)."""
+    summary = (autoscale.get("summary") or {}).get("step") or {}
+    step = summary.get(f"1 -> {autoscale.get('step_clients')} clients")
+    if not step:
+        return []
+    clients, target = autoscale["step_clients"], autoscale["target_replicas"]
+    delays = autoscale["autoscaling_config"]
+    first, decision = step["seconds_to_first_new_replica"], step["seconds_to_scale_up_decision"]
+    failed = int(step["failed"]["max"])
+    return [
+        _row(
+            "autoscale",
+            f"load step 1 → {clients} clients: first new replica RUNNING",
+            fmt_spread(first, 1, " s"),
+            f"{fmt_spread(decision, 1, ' s')} (scale-up decision)",
+            f"{_ratio(first, decision):.2f}x",
+            "",
+            None,
+        ),
+        _row(
+            "autoscale",
+            f"load step 1 → {clients} clients: {target} replicas RUNNING",
+            fmt_spread(step["seconds_to_target_replicas"], 1, " s"),
+            f"upscale_delay_s {delays.get('upscale_delay_s')}",
+            "",
+            "",
+            None,
+        ),
+        _row(
+            "autoscale",
+            "p99 from the load step until 5 s after the target count",
+            fmt_spread(step["ramp_p99_ms"], 1, " ms"),
+            f"{fmt_spread(step['ramp_p50_ms'], 1, ' ms')} (p50)",
+            "",
+            "",
+            None,
+        ),
+        _row(
+            "autoscale",
+            "failed requests while scaling up and back down",
+            str(failed),
+            f"{fmt_spread(step['requests'], 0)} requests per repeat",
+            "",
+            "0",
+            failed == 0,
+        ),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------- sections
 @dataclass(frozen=True)
 class Section:
