@@ -226,11 +226,20 @@ def promote(
         last["status"] = status
         show(decision, status)
 
+    started = time.monotonic()
+
     def settled(status: dict[str, Any], decisions: list[Decision]) -> bool:
         last["status"] = status
         outcome.extend(d.kind for d in decisions if d.kind in final)
         # settled once a final decision is made and nothing is left in flight (a rollback is finished)
-        return bool(outcome) and not status.get("rollout")
+        if outcome and not status.get("rollout"):
+            return True
+        # nothing applied and the same error for longer than the timeout: give up (exit 1)
+        return (
+            bool(status.get("lastError"))
+            and not status.get("rollout")
+            and (time.monotonic() - started > timeout)
+        )
 
     try:
         loop.run(engine, on_decision=keep, until=settled, deadline_s=timeout + 60)
@@ -246,6 +255,9 @@ def promote(
         _undo(engine, last["status"], Reason.TIMEOUT, "promote gave up waiting")
         sys.exit(1)
     if not outcome or outcome[-1] not in (DecisionKind.PROMOTED, DecisionKind.ALREADY_LIVE):
+        error = (last.get("status") or {}).get("lastError")
+        if not outcome and error:
+            typer.echo(f"{_stamp()} gave up: {error.get('reason')}: {error.get('message')}", err=True)
         sys.exit(1)
 
 
@@ -275,6 +287,13 @@ def _undo(engine: Engine, status: dict[str, Any] | None, reason: str, why: str) 
     )
 
 
+def _metric_text(metric: Any) -> str:
+    """``name=value`` for a stored metric; ``-`` when there is none or it is not a number."""
+    if not isinstance(metric, dict) or not isinstance(metric.get("value"), int | float):
+        return "-"
+    return f"{metric.get('name')}={metric['value']:g}"
+
+
 @app.command()
 def status(
     namespace: Namespace = "default",
@@ -297,10 +316,10 @@ def status(
         return
     rows = [("NAMESPACE", "NAME", "PHASE", "LIVE CHECKPOINT", "METRIC", "MESSAGE")]
     for item in items:
-        st = item.get("status") or {}
-        live = st.get("live") or {}
-        metric = live.get("metric") or {}
-        value = f"{metric.get('name')}={metric.get('value'):g}" if "value" in metric else "-"
+        st = item.get("status") if isinstance(item.get("status"), dict) else {}
+        live = st.get("live") if isinstance(st.get("live"), dict) else {}
+        metric = live.get("metric")
+        value = _metric_text(metric)
         rows.append(
             (
                 item["metadata"].get("namespace", ""),

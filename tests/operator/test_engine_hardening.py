@@ -26,7 +26,7 @@ from rlops_operator.status import (
 from rlops_operator.targets import TargetError
 
 from rlops_core import checkpoints, storage
-from tests.operator.conftest import make_checkpoint
+from tests.helpers.rollout_data import make_checkpoint
 from tests.operator.doubles import Clock, FlakyTarget
 
 

@@ -107,7 +107,8 @@ class Scenario:
         return wait_for(lambda: (lambda st: st if check(st) else None)(self.status()), timeout, what=what)
 
     def delete(self) -> None:
-        self.kube.request("DELETE", rollout_path(NS, self.name))
+        if self.kube.get(rollout_path(NS, self.name)) is not None:
+            self.kube.request("DELETE", rollout_path(NS, self.name))
 
 
 @pytest.fixture
