@@ -73,9 +73,9 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def grafana_to_promql(expr: str, rate_interval: str = "30s") -> str:
+def grafana_to_promql(expr: str, rate_interval: str = "30s", application: str = ".*") -> str:
     """The query Grafana would send: its variables replaced by concrete values."""
-    return expr.replace("$__rate_interval", rate_interval).replace("$application", ".*")
+    return expr.replace("$__rate_interval", rate_interval).replace("$application", application)
 
 
 def _defined(path: Path, prefix: str = "") -> Iterator[tuple[str, str]]:
