@@ -519,3 +519,33 @@ def test_step_is_pure_and_resumable(ckpt_root: str, live: str) -> None:
     assert kinds(again) == ["Promoted"] and target.applied == [new]
     assert RolloutStatus.parse(again.status).to_json() == again.status
     assert DecisionKind.PROMOTED in {d.kind for d in again.decisions}
+
+
+def test_class6_storage_outage_while_checking_is_one_error_no_flapping(
+    ckpt_root: str, live: str, s3_server: Any, s3_bucket: str
+) -> None:
+    """Pointer readable (local), checkpoint on S3 (moto's server, stopped): one Error, no Recovered/Error
+    pair per poll, a steady Healthy=False condition, and the candidate promoted once S3 is back."""
+    new = make_checkpoint(s3_bucket, "exp", "b", 9.0)
+    spec = spec_for(ckpt_root, allowed_prefixes=(ckpt_root, s3_bucket), poll_interval_s=1)
+    target = FlakyTarget(live)
+    clock = Clock()
+    engine = Engine(spec, target, clock=clock)
+    checkpoints.write_pointer(spec.pointer, live)
+    st = engine.step({}).status
+    s3_server.stop()
+    try:
+        checkpoints.write_pointer(spec.pointer, new)
+        st, seen = steps_with_clock(engine, st, clock, 12, 1.0)
+        assert seen == ["Error"], seen
+        assert st["lastError"]["source"] == "storage" and st["lastError"]["count"] >= 2
+        assert st["pointer"]["outcome"] == "Pending" and target.applied == []
+        healthy = next(c for c in st["conditions"] if c["type"] == "Healthy")
+        assert healthy["status"] == "False"
+    finally:
+        s3_server.start()
+    st, seen = steps_with_clock(
+        engine, st, clock, 200, 1.0, until=lambda s: s.get("live", {}).get("checkpointUri") == new
+    )
+    assert seen[:2] == ["Recovered", "Applied"] or seen[:2] == ["Applied", "Recovered"], seen
+    assert "Promoted" in seen and "lastError" not in st
