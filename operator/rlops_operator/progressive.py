@@ -113,6 +113,16 @@ def _default_steps() -> list[StepSpec]:
     return [StepSpec(weight=0.1), StepSpec(weight=0.5), StepSpec(weight=1.0)]
 
 
+class Command(_Spec):
+    """A one-shot manual command (from the CLI, an annotation or the spec); applied once per ``id``."""
+
+    id: str = Field(..., min_length=1, max_length=128, description="Unique per command: applied once.")
+    action: Literal["abort", "promote", "undo"]
+    skip_analysis: bool = Field(False, description="promote only: skip the analysis (a recorded override).")
+    by: str = Field("", max_length=256)
+    reason: str = Field("", max_length=1024)
+
+
 class ProgressiveSpec(_Spec):
     """``spec.strategy`` of a PolicyRollout (camelCase keys). ``Replace`` is today's all-at-once swap."""
 
@@ -123,6 +133,8 @@ class ProgressiveSpec(_Spec):
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     abort: AbortSpec = Field(default_factory=AbortSpec)
     settle_seconds: float = Field(30.0, ge=0, description="Wait after 'done' for other replicas' records.")
+    paused: bool = Field(False, description="Hold the current step (abort rules still apply).")
+    command: Command | None = Field(None, description="A one-shot command: abort, promote, undo.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ProgressiveSpec:
@@ -358,19 +370,43 @@ class Transition:
     warning: bool = False
 
 
-class Command(_Model):
-    """A one-shot manual command (from the CLI, an annotation or the spec); applied once per ``id``."""
-
-    id: str = Field(..., min_length=1, max_length=128)
-    action: Literal["abort", "promote", "undo"]
-    skip_analysis: bool = False
-    by: str = ""
-    reason: str = ""
-
-
 class Controls(_Model):
     paused: bool = False
     commands: list[Command] = Field(default_factory=list)
+
+
+COMMAND_ANNOTATION = "rlops.io/command"
+PAUSED_ANNOTATION = "rlops.io/paused"
+
+
+def controls_from(
+    spec: ProgressiveSpec, annotations: dict[str, str] | None, paused: bool = False
+) -> tuple[Controls, list[str]]:
+    """Manual controls from the spec (``strategy.paused``, ``strategy.command``) and from annotations.
+
+    ``rlops.io/paused: "true"`` pauses; ``rlops.io/command`` holds a JSON command, e.g.
+    ``{"id": "2026-11-22T03:00:00Z", "action": "promote", "skipAnalysis": true, "by": "alice"}``. A bad
+    annotation is reported (second value) and ignored, never fatal. ``paused`` adds the rollout's own
+    ``spec.paused``.
+    """
+    import json
+
+    problems: list[str] = []
+    notes = annotations or {}
+    commands = [spec.command] if spec.command is not None else []
+    raw = notes.get(COMMAND_ANNOTATION)
+    if raw:
+        try:
+            commands.append(Command.model_validate(json.loads(raw)))
+        except (ValueError, ValidationError) as exc:
+            problems.append(
+                f"annotation {COMMAND_ANNOTATION} ignored: {exc}; expected JSON like "
+                '{"id": "<unique>", "action": "abort|promote|undo", "skipAnalysis": false}'
+            )
+    flag = str(notes.get(PAUSED_ANNOTATION, "")).strip().lower()
+    if flag not in ("", "true", "false"):
+        problems.append(f'annotation {PAUSED_ANNOTATION} must be "true" or "false", got {flag!r}')
+    return Controls(paused=paused or spec.paused or flag == "true", commands=commands), problems
 
 
 # -------------------------------------------------------------------------------------------- transitions
@@ -473,6 +509,7 @@ def _close_stage(st: ProgressiveState, now: float, outcome: str) -> None:
     if st.stages and st.stages[-1].ended_at is None:
         last = st.stages[-1].model_copy(update={"ended_at": now, "outcome": outcome})
         st.stages = [*st.stages[:-1], last]
+        st.evidence = last
 
 
 def _open_stage(st: ProgressiveState, now: float) -> None:

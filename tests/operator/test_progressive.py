@@ -627,3 +627,37 @@ def test_crd_schema_is_structural_and_agrees_with_the_model() -> None:
         assert list(validator.iter_errors(bad)), bad
         with pytest.raises(ProgressiveSpecError):
             ProgressiveSpec.from_resource(bad)
+
+
+def test_controls_from_spec_and_annotations() -> None:
+    spec = make_spec(paused=True, command={"id": "c1", "action": "abort", "by": "kubectl"})
+    controls, problems = pg.controls_from(spec, {})
+    assert controls.paused and [c.id for c in controls.commands] == ["c1"] and problems == []
+    note = '{"id": "c2", "action": "promote", "skipAnalysis": true, "by": "alice"}'
+    controls, problems = pg.controls_from(
+        make_spec(), {pg.COMMAND_ANNOTATION: note, pg.PAUSED_ANNOTATION: "true"}
+    )
+    assert controls.paused and controls.commands[0].skip_analysis and controls.commands[0].by == "alice"
+    assert pg.controls_from(make_spec(), None, paused=True)[0].paused  # the rollout's own spec.paused
+    for bad in ("not json", '{"id": "x", "action": "explode"}', '{"action": "abort"}', "[]"):
+        controls, problems = pg.controls_from(make_spec(), {pg.COMMAND_ANNOTATION: bad})
+        assert (
+            controls.commands == []
+            and "rlops.io/command ignored" in problems[0]
+            and "expected JSON" in problems[0]
+        )
+    controls, problems = pg.controls_from(make_spec(), {pg.PAUSED_ANNOTATION: "yes"})
+    assert not controls.paused and 'must be "true" or "false"' in problems[0]
+    with pytest.raises(ProgressiveSpecError, match=r"strategy\.command\.action"):
+        make_spec(command={"id": "x", "action": "explode"})
+
+
+def test_spec_command_drives_the_state_machine_once() -> None:
+    spec = make_spec(command={"id": "abort-7", "action": "abort", "reason": "drill"})
+    _, st = started(spec)
+    controls, _ = pg.controls_from(spec, {})
+    st, out = pg.advance(spec, st, None, T + 1, controls)
+    assert st.stage == "Aborted" and "drill" in out[0].message
+    assert st.evidence is not None and st.evidence.outcome == "aborted" and st.stages[-1].ended_at == T + 1
+    st2, out2 = pg.advance(spec, st, None, T + 2, controls)  # the spec still names it: not applied again
+    assert out2 == [] and st2 == st
