@@ -292,6 +292,10 @@ def choose_run(out: Path, resume: bool, keep: int) -> rundir.RunDir:
     rundir.mark_latest(out, run)
     for removed in rundir.prune(out, keep, run):
         say(console, f"removed an old run: {removed}", style="dim")
+    leftovers = rundir.legacy_leftovers(out)
+    if leftovers:
+        names = ", ".join(p.name for p in leftovers)
+        say(console, f"note: {names} in {out} are from an older demo and no longer used; delete them at will")
     return run
 
 

@@ -126,3 +126,11 @@ def prune(out: Path, keep: int, current: RunDir) -> list[Path]:
     for run in doomed:
         shutil.rmtree(run.path)
     return [r.path for r in doomed]
+
+
+LEGACY = ("storage", "report.html", "rollout.png", "summary.json", "ray-head.log")
+
+
+def legacy_leftovers(out: Path) -> list[Path]:
+    """What demos before run folders wrote straight into ``out`` (no longer read; safe to delete)."""
+    return [out / name for name in LEGACY if (out / name).exists()]

@@ -98,3 +98,12 @@ def test_unwritable_out_says_what_to_do(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(rundir.RunDirError, match="--out"):
         rundir.new_run(blocker / "demo", T0)
+
+
+def test_leftovers_of_the_old_layout_are_named_not_touched(tmp_path: Path) -> None:
+    (tmp_path / "storage" / "corridor").mkdir(parents=True)
+    (tmp_path / "report.html").write_text("old")
+    run = choose_run(tmp_path, resume=False, keep=5)
+    assert rundir.legacy_leftovers(tmp_path) == [tmp_path / "storage", tmp_path / "report.html"]
+    assert (tmp_path / "report.html").read_text() == "old"
+    assert run.path.parent == tmp_path / "runs"
