@@ -104,7 +104,7 @@ def check_candidate(
     """Prefix, manifest (complete, sizes, small files' sha256) and metric gates; Refusal if any fails.
 
     Pass ``live_uri`` (the checkpoint live now) so that requireImprovement with a live checkpoint whose
-    metric is unknown is refused ("ImprovementUnknown") instead of passing. A TransientError means the
+    metric is unknown is refused ("LiveMetricUnknown") instead of passing. A TransientError means the
     checkpoint could not be read (AccessDenied, StorageTimeout, StorageUnreachable); try again later.
     """
     try:
@@ -155,7 +155,7 @@ def _check_improvement(
     if live_metric is None:
         if live_uri and not storage.same_uri(live_uri, checkpoint_uri):
             raise Refusal(
-                "ImprovementUnknown",
+                "LiveMetricUnknown",
                 f"requireImprovement cannot be evaluated: the metric of the live checkpoint {live_uri} is "
                 "unknown (its manifest is missing or unreadable); fix it, or turn requireImprovement off",
                 checkpoint_uri,
@@ -164,7 +164,7 @@ def _check_improvement(
     live_name, live_value = live_metric
     if not math.isfinite(live_value):
         raise Refusal(
-            "ImprovementUnknown",
+            "LiveMetricUnknown",
             f"requireImprovement cannot be evaluated: the live metric is {live_value!r}",
             checkpoint_uri,
         )

@@ -176,10 +176,10 @@ def test_require_improvement_that_cannot_be_evaluated_is_refused(root: str) -> N
     new = make_checkpoint(root, "exp", "new", 4.0)
     with pytest.raises(checks.Refusal) as err:
         checks.check_candidate(spec, new, None, live_uri=live)
-    assert err.value.reason == "ImprovementUnknown" and live in err.value.message
+    assert err.value.reason == "LiveMetricUnknown" and live in err.value.message
     with pytest.raises(checks.Refusal) as err:
         checks.check_candidate(spec, new, ("env_runners/episode_return_mean", float("inf")), live_uri=live)
-    assert err.value.reason == "ImprovementUnknown"
+    assert err.value.reason == "LiveMetricUnknown"
     assert checks.check_candidate(spec, new, None).checkpoint_uri == new  # nothing live: nothing to beat
     assert checks.check_candidate(spec, new, checks.live_metric_of(live), live_uri=live).checkpoint_uri == new
 
