@@ -661,3 +661,87 @@ def test_spec_command_drives_the_state_machine_once() -> None:
     assert st.evidence is not None and st.evidence.outcome == "aborted" and st.stages[-1].ended_at == T + 1
     st2, out2 = pg.advance(spec, st, None, T + 2, controls)  # the spec still names it: not applied again
     assert out2 == [] and st2 == st
+
+
+# ------------------------------------------------------------------- a whole rollout, from real logs
+GOOD = np.array([0.1, 0.2, 0.7])  # true value 0.68 (champion: 0.41)
+BAD = np.array([0.7, 0.2, 0.1])  # true value 0.32
+
+
+def run_rollout(tmp_path, challenger: np.ndarray, spec: ProgressiveSpec, restart_at: str | None = None):
+    """Bandit traffic served as serving_config(state) says (routing by episode), logged, read, judged."""
+    from workloads.serving.decision_writer import DecisionLogSettings, DecisionWriter
+    from workloads.serving.routing import ChallengerSettings, route
+
+    root = str(tmp_path / "store")
+    rng = np.random.default_rng(7)
+    state, _ = pg.start(spec, CHAMP, CHALL, T)
+    collector = EvidenceCollector.for_state(root, "bandit", spec, state, T)
+    now, seen, restarted, n = T, [state.stage_name], False, 0
+    while not state.terminal and now < T + 3000:
+        now += 2.0
+        config = pg.serving_config(state)
+        settings = ChallengerSettings(**config["challenger"]) if config["challenger"] else None
+        writer = DecisionWriter(DecisionLogSettings(root=root), "bandit", f"r{n % 2}", clock=lambda t=now: t)
+        for _ in range(60):
+            n += 1
+            eid = f"ep-{n}"
+            slot_ = route(eid, settings)
+            probs = challenger if slot_ == "challenger" else BEHAVIOUR
+            a = int(rng.choice(3, p=probs))
+            fields: dict[str, Any] = dict(episode_id=eid, step=0, slot=slot_, action=a, prob=float(probs[a]),
+                                          checkpoint_uri=CHALL if slot_ == "challenger" else CHAMP,
+                                          mode=settings.mode if settings else "none",
+                                          weight=settings.weight if settings else 0.0,
+                                          challenger_uri=settings.checkpoint_uri if settings else None,
+                                          latency_ms=3.0)  # fmt: skip
+            if settings is not None and settings.mode == "shadow":
+                fields["shadow"] = {"checkpoint_uri": CHALL, "prob": float(challenger[a])}
+            writer.decision(**fields)
+            writer.feedback(eid, float(rng.random() < ARM_MEANS[a]), True, step=0)
+        writer.close()
+        if restart_at is not None and state.stage_name == restart_at and not restarted:
+            restarted = True  # the operator restarts: state from the status JSON, collector rebuilt
+            state = ProgressiveState.from_status(json.loads(json.dumps(state.to_status())))
+            collector = EvidenceCollector.for_state(root, "bandit", spec, state, now)
+        state, _ = pg.advance(spec, state, collector.collect(state, now), now)
+        if state.stage_name != seen[-1]:
+            seen.append(state.stage_name)
+    return state, seen
+
+
+FAST = {
+    "shadow": {"minEpisodes": 300, "maxDurationSeconds": 600},
+    "offPolicyGate": {"minEpisodes": 300, "minEss": 30, "tolerance": 0.05, "bootstrapSamples": 300},
+    "steps": [{"weight": 0.2, "holdSeconds": 10, "minEpisodes": 30},
+              {"weight": 0.5, "holdSeconds": 10, "minEpisodes": 30},
+              {"weight": 1.0, "holdSeconds": 4, "minEpisodes": 30}],
+    "analysis": {"minEpisodes": 30, "tolerance": 0.05, "maxStepSeconds": 600, "maxP99LatencyMs": 50},
+}  # fmt: skip
+
+
+def test_a_better_challenger_goes_all_the_way_and_a_restart_mid_step_changes_nothing(tmp_path) -> None:
+    spec = make_spec(**FAST)
+    straight, stages = run_rollout(tmp_path / "a", GOOD, spec)
+    assert stages == ["Shadow", "Canary(0)", "Canary(1)", "Full", "Promoted"]
+    assert straight.outcome == "promoted" and pg.serving_config(straight)["checkpoint_uri"] == CHALL
+    shadow, c0, c1, full = straight.stages
+    assert shadow.off_policy_estimate.trustworthy and shadow.off_policy_estimate.difference > 0
+    assert 0.15 <= c0.episodes["challenger"] / (c0.episodes["challenger"] + c0.episodes["champion"]) <= 0.25
+    assert c1.mean_return["challenger"] > c1.mean_return["champion"] and full.episodes["champion"] == 0
+    resumed, stages2 = run_rollout(tmp_path / "b", GOOD, spec, restart_at="Canary(1)")
+    assert stages2 == stages and resumed.stages == straight.stages
+
+
+def test_a_worse_challenger_is_refused_by_the_gate_before_any_traffic(tmp_path) -> None:
+    state, stages = run_rollout(tmp_path, BAD, make_spec(**FAST))
+    assert stages == ["Shadow", "Aborted"] and state.abort_reason.startswith("OffPolicyRefused")
+    assert state.stages[0].episodes["challenger"] == 0  # no request reached the challenger
+    assert pg.serving_config(state) == {"checkpoint_uri": CHAMP, "challenger": None}
+
+
+def test_without_the_gate_the_canary_aborts_on_online_evidence(tmp_path) -> None:
+    spec = make_spec(**{**FAST, "offPolicyGate": {"enabled": False}})
+    state, stages = run_rollout(tmp_path, BAD, spec)
+    assert stages[:2] == ["Shadow", "Canary(0)"] and stages[-1] == "Aborted"
+    assert state.abort_reason.startswith("Regression") and state.stages[-1].outcome == "aborted"
