@@ -23,14 +23,9 @@ import pytest
 
 from rlops_core import checkpoints, storage
 from rlops_demo.load import LoadGenerator
-from tests.e2e.conftest import (
-    TrainedCheckpoints,
-    altered_after_manifest,
-    largest_policy_file,
-    metadata,
-    wait_for,
-)
-from tests.operator.conftest import OperatorProcess
+from tests.e2e.served import TrainedCheckpoints, altered_after_manifest, largest_policy_file, metadata
+from tests.helpers.operator_process import OperatorProcess
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 REPLICAS = 2

@@ -1,102 +1,58 @@
-"""Fixtures for the Kubernetes packaging tests: the pinned tools from .tools and rendered charts.
-
-The tools are installed by ``make tools`` (scripts/install_tools.sh), which ``make test`` runs first.
-Rendering uses the real helm binary; nothing here needs a cluster.
-"""
+"""Fixtures for the Kubernetes packaging tests; the helpers live in ``tests/k8s/charts.py``."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.k8s.schemas import load_crd
+from tests.k8s import charts
+from tests.k8s.charts import (  # re-exported: other test modules still import them from here
+    CHART,
+    CHECKPOINT,
+    KIND_VALUES,
+    MANIFESTS,
+    POLICYROLLOUT_CRD,
+    REPO_ROOT,
+    SCENARIOS,
+    TOOLS_BIN,
+    TOOLS_PYTHON,
+    Rendered,
+    helm_env,
+    kuberay_crd,
+    load_docs,
+    plain_manifest_docs,
+    render,
+    run_helm,
+    tool,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHART = REPO_ROOT / "charts" / "rlops"
-MANIFESTS = REPO_ROOT / "manifests"
-TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
-TOOLS_PYTHON = REPO_ROOT / ".tools" / "venv" / "bin" / "python"
-KUBERAY_CRDS = Path(os.environ.get("RLOPS_KUBERAY_CRDS", REPO_ROOT.parent / "shared" / "kuberay-crds"))
-POLICYROLLOUT_CRD = CHART / "crds" / "policyrollouts.rlops.io.yaml"
-KIND_VALUES = CHART / "values-kind.yaml"
-CHECKPOINT = "s3://rlops/experiments/seed/PPO_corridor_00000/checkpoint_000002"
-
-# Value sets that together switch on every template and every RBAC branch.
-SCENARIOS: dict[str, list[str]] = {
-    "defaults": [],
-    "kind-full": [
-        "--values", str(KIND_VALUES),
-        "--set", "serve.enabled=true", "--set", "rollout.enabled=true",
-        "--set", f"serve.checkpointUri={CHECKPOINT}",
-    ],
-    "gpu-full": [
-        "--set", "serve.enabled=true", "--set", "rollout.enabled=true",
-        "--set", f"serve.checkpointUri={CHECKPOINT}", "--set-json", "rollout.minMetric=5.5",
-    ],
-    "cluster-peering": ["--set", "operator.peering=rlops", "--set", "operator.replicas=2"],
-    "namespaced": ["--set", "operator.namespaces={team-a,team-b}"],
-    "namespaced-peering": [
-        "--set", "operator.namespaces={team-a,team-b}", "--set", "operator.peering=rlops",
-    ],
-}  # fmt: skip
-
-
-def tool(name: str) -> str:
-    """Path of a pinned tool; skips when `make tools` has not been run."""
-    path = TOOLS_BIN / name
-    if not path.exists():
-        pytest.skip(f"{path} missing: run `make tools` (scripts/install_tools.sh)")
-    return str(path)
-
-
-def helm_env() -> dict[str, str]:
-    """helm with its caches in a private folder (it writes nothing else for `template` and `lint`)."""
-    home = Path(os.environ.get("RLOPS_HELM_HOME", "/tmp/rlops-helm-home"))
-    return {
-        **os.environ,
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
+__all__ = [
+    "CHART",
+    "CHECKPOINT",
+    "KIND_VALUES",
+    "MANIFESTS",
+    "POLICYROLLOUT_CRD",
+    "REPO_ROOT",
+    "SCENARIOS",
+    "TOOLS_BIN",
+    "TOOLS_PYTHON",
+    "Rendered",
+    "helm_env",
+    "kuberay_crd",
+    "load_docs",
+    "plain_manifest_docs",
+    "render",
+    "run_helm",
+    "tool",
+]
 
 
-def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [tool("helm"), *args], capture_output=True, text=True, env=helm_env(), check=check, timeout=120
-    )
-
-
-def render(*args: str, release: str = "rlops", namespace: str = "rlops") -> str:
-    """`helm template` output (with CRDs) for the given value arguments."""
-    return run_helm("template", release, str(CHART), "--namespace", namespace, "--include-crds", *args).stdout
-
-
-def load_docs(text: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(text) if doc]
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """One rendered scenario."""
-
-    name: str
-    text: str
-    docs: list[dict[str, Any]]
-
-    def of_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [doc for doc in self.docs if doc.get("kind") == kind]
-
-    def one(self, kind: str) -> dict[str, Any]:
-        found = self.of_kind(kind)
-        assert len(found) == 1, f"{self.name}: expected one {kind}, found {len(found)}"
-        return found[0]
+def __getattr__(name: str) -> Any:
+    """``KUBERAY_CRDS``: resolved when imported, so that ``--kuberay-crds`` is already known."""
+    if name == "KUBERAY_CRDS":
+        return charts.kuberay_crds_dir()
+    raise AttributeError(name)
 
 
 @pytest.fixture(scope="session")
@@ -107,18 +63,3 @@ def rendered() -> dict[str, Rendered]:
         text = render(*args)
         out[name] = Rendered(name, text, load_docs(text))
     return out
-
-
-def plain_manifest_docs() -> Iterator[tuple[str, dict[str, Any]]]:
-    """(file name, document) for every document in manifests/."""
-    for path in sorted(MANIFESTS.glob("*.yaml")):
-        for doc in load_docs(path.read_text()):
-            yield path.name, doc
-
-
-def kuberay_crd(kind: str) -> dict[str, Any]:
-    """KubeRay 1.7.0's CRD for RayJob / RayService / RayCluster; skips where the folder is absent."""
-    path = KUBERAY_CRDS / f"ray.io_{kind.lower()}s.yaml"
-    if not path.exists():
-        pytest.skip(f"KubeRay CRDs not found at {KUBERAY_CRDS} (shared/kuberay-crds): schema check skipped")
-    return load_crd(str(path))

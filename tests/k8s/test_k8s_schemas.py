@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.conftest import (
-    KUBERAY_CRDS,
+from tests.k8s.charts import (
     POLICYROLLOUT_CRD,
     TOOLS_PYTHON,
     Rendered,
     kuberay_crd,
+    kuberay_crd_path,
     plain_manifest_docs,
 )
 from tests.k8s.schemas import crd_errors
@@ -66,7 +66,7 @@ def test_the_validator_rejects_a_misspelt_field(rendered: dict[str, Rendered]) -
 @pytest.mark.parametrize("kind", ["RayJob", "RayService"])
 def test_ray_resources_match_kuberay_1_7_crds(rendered: dict[str, Rendered], kind: str) -> None:
     crd = kuberay_crd(kind)
-    path = KUBERAY_CRDS / f"ray.io_{kind.lower()}s.yaml"
+    path = kuberay_crd_path(kind)
     assert crd["spec"]["names"]["kind"] == kind
     docs = [(s, d) for s, d in all_docs(rendered) if d["kind"] == kind]
     plain = {"RayJob": {"rayjob-cpu.yaml", "rayjob-gpu.yaml"}, "RayService": {"rayservice.yaml"}}[kind]
@@ -77,18 +77,16 @@ def test_ray_resources_match_kuberay_1_7_crds(rendered: dict[str, Rendered], kin
 
 
 def test_kuberay_check_catches_a_misplaced_field(rendered: dict[str, Rendered]) -> None:
-    kuberay_crd("RayJob")
+    path = kuberay_crd_path("RayJob")
     job = yaml.safe_load(yaml.safe_dump(rendered["defaults"].one("RayJob")))
     job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["minReplica"] = 0
     job["spec"]["backoffLimit"] = "twice"
-    errors = crd_errors(KUBERAY_CRDS / "ray.io_rayjobs.yaml", job)
+    errors = crd_errors(path, job)
     assert any("minReplica" in e for e in errors), errors
     assert any(e.startswith("spec/backoffLimit") for e in errors), errors
 
 
 def test_policyrollouts_match_our_crd(rendered: dict[str, Rendered]) -> None:
-    if not POLICYROLLOUT_CRD.exists():
-        pytest.skip(f"{POLICYROLLOUT_CRD} is not written yet (the operator ships it)")
     docs = [(s, d) for s, d in all_docs(rendered) if d["kind"] == "PolicyRollout"]
     assert len(docs) >= 3
     for source, doc in docs:

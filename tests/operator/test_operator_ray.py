@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 from rlops_operator import serveconfig
 from rlops_operator.dashboard import DashboardTarget
+from rlops_operator.targets import TargetError
 
 from bench.rollout_bench import broken_copy, build_ppo_checkpoints, deploy_app, metadata, wait_live
 from rlops_core import checkpoints, storage
-from tests.conftest import REPO_ROOT
+from tests.helpers.paths import REPO_ROOT
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 APP, ROUTE = "op-corridor", "/op-corridor"
@@ -47,6 +49,16 @@ def served_app(ray_cluster: Any, serve_endpoint: Any, ppo_root: tuple[str, list[
     serve.delete(APP)
 
 
+@pytest.fixture
+def serving_a(ray_cluster: Any, served_app: str, ppo_root: tuple[str, list[str]]) -> str:
+    """The module's app serving checkpoint A, whatever an earlier test left live; returns the endpoint."""
+    _root, (a, _b, _bad) = ppo_root
+    if (metadata(served_app) or {}).get("checkpoint_uri") != a:
+        deploy_app(ray_cluster.dashboard_url, ray_cluster.token, a, name=APP, route=ROUTE)
+        wait_live(served_app, a)
+    return served_app
+
+
 def act(endpoint: str) -> tuple[list[float], str]:
     """Action probabilities for the aliased state and the checkpoint that answered."""
     body = json.dumps({"state": [3.0], "return_probs": True}).encode()
@@ -71,16 +83,33 @@ def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
 
 
 def test_dashboard_target_needs_the_token(ray_cluster: Any, served_app: str) -> None:
-    target = DashboardTarget(ray_cluster.dashboard_url, APP, "PolicyServer", token="wrong")
-    with pytest.raises(Exception, match=r"401|403|Unauthorized"):
+    target = DashboardTarget(ray_cluster.dashboard_url, APP, "PolicyServer", token="wrong-token-value")
+    with pytest.raises(TargetError) as info:
         target.current_checkpoint()
+    assert info.value.reason == "Unauthorized", info.value.message
+    assert "wrong-token-value" not in info.value.message
+
+
+def test_dashboard_token_stays_home_outside_the_allow_list(ray_cluster: Any, served_app: str) -> None:
+    """The right token, but the host is not allowed: it is not sent, and the error says what to do."""
+    outside = DashboardTarget(
+        ray_cluster.dashboard_url, APP, "PolicyServer", token=ray_cluster.token, allowed_hosts=["ray-head"]
+    )
+    with pytest.raises(TargetError) as info:
+        outside.current_checkpoint()
+    assert info.value.reason == "Unauthorized" and "allowed dashboard hosts" in info.value.message
+    assert ray_cluster.token not in info.value.message
+    inside = DashboardTarget(
+        ray_cluster.dashboard_url, APP, "PolicyServer", token=ray_cluster.token, allowed_hosts=["127.0.0.1"]
+    )
+    assert inside.current_checkpoint() is not None
 
 
 def test_promotion_changes_the_served_policy_and_a_bad_one_rolls_back(
-    ray_cluster: Any, served_app: str, ppo_root: tuple[str, list[str]]
+    ray_cluster: Any, serving_a: str, ppo_root: tuple[str, list[str]]
 ) -> None:
     root, (a, b, bad) = ppo_root
-    endpoint = served_app
+    endpoint = serving_a
     pointer = checkpoints.pointer_uri(root, "corridor")
     probs_a, used = act(endpoint)
     assert used == a
@@ -96,7 +125,8 @@ def test_promotion_changes_the_served_policy_and_a_bad_one_rolls_back(
     assert probs_b != probs_a  # a different policy answers now
     # only the checkpoint changed in the deployed config
     details = DashboardTarget(ray_cluster.dashboard_url, APP, "PolicyServer").details()
-    deployed = details["applications"][APP]["deployed_app_config"]
+    deployed = details.applications[APP].deployed_app_config
+    assert deployed is not None
     assert serveconfig.checkpoint_of({"applications": [deployed]}, APP, "PolicyServer") == b
     assert deployed["route_prefix"] == ROUTE and deployed["deployments"][0]["num_replicas"] == 1
 
@@ -107,18 +137,23 @@ def test_promotion_changes_the_served_policy_and_a_bad_one_rolls_back(
     assert f"could not load {bad}" in done.stdout  # /metadata's last_error named the bad checkpoint
     meta = metadata(endpoint) or {}
     assert meta["checkpoint_uri"] == b  # the old policy never stopped serving
-    # last_error stays until the rollback's reconfigure (back to the live checkpoint) clears it
-    assert meta["last_error"] is None or meta["last_error"]["checkpoint_uri"] == bad
+    # the rollback's reconfigure (back to the live checkpoint) clears last_error: wait for that outcome
+    cleared = wait_for(
+        lambda: (lambda m: m if m and m["last_error"] is None else None)(metadata(endpoint)),
+        60,
+        what="the rollback's reconfigure to clear /metadata last_error",
+    )
+    assert cleared["checkpoint_uri"] == b
     assert act(endpoint)[1] == b
     assert DashboardTarget(ray_cluster.dashboard_url, APP, "PolicyServer").current_checkpoint() == b
 
 
 def test_watch_prints_progress_and_promotes(
-    ray_cluster: Any, served_app: str, ppo_root: tuple[str, list[str]]
+    ray_cluster: Any, serving_a: str, ppo_root: tuple[str, list[str]]
 ) -> None:
-    root, (a, b, _bad) = ppo_root
-    endpoint = served_app
-    new = a if (metadata(endpoint) or {}).get("checkpoint_uri") != a else b
+    root, (_a, b, _bad) = ppo_root
+    endpoint = serving_a
+    new = b
     pointer = checkpoints.pointer_uri(root, "watch")
     checkpoints.write_pointer(pointer, new)
     done = cli(

@@ -5,6 +5,8 @@ import urllib.request
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts the shared Ray cluster
+
 
 def test_cluster_runs_tasks_and_dashboard_requires_token(ray_cluster):
     import ray
