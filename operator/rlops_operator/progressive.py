@@ -26,7 +26,7 @@ Rules, stated once:
   the lower bound is at least ``-tolerance``; still inconclusive after ``analysis.maxStepSeconds``, it aborts
   (``Inconclusive``) or, with ``abort.onInconclusive: continue``, moves on with a warning.
 - Full: a step of weight 1. There is no champion traffic left to compare with, so the challenger is compared
-  with the champion's returns measured in the last canary step.
+  with the champion's returns measured in the stage before (the last canary step, or shadow).
 - Manual controls: ``paused`` freezes the hold clock (abort rules still apply); commands ``abort``,
   ``promote`` with ``skipAnalysis`` (recorded as a manual override) and ``undo`` (during a rollout: abort;
   after promotion: the previous champion comes back). Each command has an id and is applied once.
@@ -459,7 +459,7 @@ def advance(
     if ev is not None:
         st.evidence = _summary(st, ev)
         st.stages = [*st.stages[:-1], st.evidence] if st.stages else [st.evidence]
-        if st.stage == "Canary":
+        if st.stage != "Full":  # shadow and canary champions: the baseline a later Full step compares with
             c = ev.champion
             st.champion_stats = [float(c.episodes), c.mean, c.m2]
     if st.stage in ("Shadow", "OffPolicyGate"):
@@ -535,6 +535,9 @@ def _enter_step(
         _promote(st, now, out, "AnalysisPassed", message)
         return
     before = st.stage_name
+    if st.stage != "Full" and st.champion_stats and st.champion_stats[0] > 0:
+        st.champion_baseline = list(st.champion_stats)  # the champion's returns in the stage now ending
+    st.champion_stats = None
     _close_stage(st, now, "passed" if not warning else "skipped")
     weight = spec.steps[i].weight
     st.stage, st.step, st.weight, st.mode = (
@@ -794,8 +797,6 @@ def _advance_step(
     spec: ProgressiveSpec, st: ProgressiveState, now: float, out: list[Transition], why: str
 ) -> None:
     assert st.step is not None
-    if st.stage == "Canary" and st.champion_stats and st.champion_stats[0] > 0:
-        st.champion_baseline = list(st.champion_stats)
     _enter_step(
         spec, st, st.step + 1, now, out, "Advanced", "AnalysisPassed", f"{st.stage_name} passed: {why}"
     )

@@ -745,3 +745,16 @@ def test_without_the_gate_the_canary_aborts_on_online_evidence(tmp_path) -> None
     state, stages = run_rollout(tmp_path, BAD, spec)
     assert stages[:2] == ["Shadow", "Canary(0)"] and stages[-1] == "Aborted"
     assert state.abort_reason.startswith("Regression") and state.stages[-1].outcome == "aborted"
+
+
+def test_a_full_step_right_after_shadow_compares_with_the_shadow_champion() -> None:
+    spec = make_spec(steps=[{"weight": 1.0, "holdSeconds": 10, "minEpisodes": 20}])
+    _, st = started(spec)
+    st, _ = pg.advance(
+        spec, st, ev(st, shadow_episodes=150, champion=slot(150, 9.0), off_policy=ope(0.0)), T + 5
+    )
+    assert st.stage == "Full" and st.champion_baseline == [150.0, 9.0, 149.0]
+    st2, out = pg.advance(spec, st, ev(st, challenger=slot(40, 7.0)), T + 20)
+    assert st2.stage == "Aborted" and out[0].reason == "Regression"
+    st3, out = pg.advance(spec, st, ev(st, challenger=slot(40, 9.2)), T + 20)
+    assert st3.stage == "Promoted" and "vs champion 9 (n=150)" in out[-1].message
