@@ -33,8 +33,9 @@ class StorageTimeout(StorageError):
     """A read did not finish within its total deadline (a slow or trickling server)."""
 
 
-class UnsafeKeyError(StorageError, ValueError):
-    """An object key or path segment that could escape its directory, or that no checkpoint uses."""
+class UnsafeKeyError(StorageURIError):
+    """An object key or path segment that could escape its directory, or that no checkpoint uses
+    (also raised when joining such a part onto a URI)."""
 
     transient = False
 
