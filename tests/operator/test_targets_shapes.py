@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,6 +99,20 @@ BAD_STATUSES: list[tuple[str, Any]] = [
 ]
 
 
+def assert_every_call_refused(target: Any, reason: str, health_uri: str = NEW) -> None:
+    """Reading, judging and applying all raise ``TargetError(reason)`` (not a crash, not "missing")."""
+    for call in (
+        target.current_checkpoint,
+        lambda: target.health(health_uri),
+        lambda: target.apply(NEW, Lineage(NEW)),
+    ):
+        with pytest.raises(TargetError) as info:
+            call()
+        assert info.value.reason == reason, info.value.message
+        assert not isinstance(info.value, TargetMissing)
+        assert info.value.message
+
+
 # ---------------------------------------------------------------- RayService (kmock)
 @pytest.fixture(scope="module")
 def k8s_api(kube: EmulatedCluster, tmp_path_factory: pytest.TempPathFactory) -> Any:
@@ -133,16 +148,9 @@ def test_rayservice_bad_serve_config_is_invalid_serve_config(
 ) -> None:
     name, before = create_rayservice(kube, text, good_status())
     target = rs_target(k8s_api, name)
-    for call in (
-        target.current_checkpoint,
-        lambda: target.health(NEW),
-        lambda: target.apply(NEW, Lineage(NEW)),
-    ):
-        with pytest.raises(TargetError) as info:
-            call()
-        assert info.value.reason == "InvalidServeConfig", info.value.message
-        assert not isinstance(info.value, TargetMissing)
-        assert info.value.message and target.describe() in info.value.message
+    assert_every_call_refused(target, "InvalidServeConfig")
+    with pytest.raises(TargetError, match=re.escape(target.describe())):
+        target.current_checkpoint()  # the message names the RayService
     after = kube.get(rayservice_path(NS, name))
     assert after["spec"] == before["spec"]  # nothing was patched
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
@@ -285,15 +293,7 @@ def test_dashboard_bad_deployed_config_is_invalid_serve_config(
     dashboard: RecordingServer, case: str, config: Any
 ) -> None:
     dashboard.routes[APPLICATIONS_PATH] = Reply(200, details_with(serve_app(config)))
-    target = dash_target(dashboard)
-    for call in (
-        target.current_checkpoint,
-        lambda: target.health(NEW),
-        lambda: target.apply(NEW, Lineage(NEW)),
-    ):
-        with pytest.raises(TargetError) as info:
-            call()
-        assert info.value.reason == "InvalidServeConfig", info.value.message
+    assert_every_call_refused(dash_target(dashboard), "InvalidServeConfig")
     assert [s.method for s in dashboard.requests()] == ["GET"] * 3  # never a PUT
 
 
@@ -317,15 +317,7 @@ DASHBOARD_ANSWERS: list[tuple[str, Any]] = [
 @pytest.mark.parametrize(("case", "answer"), DASHBOARD_ANSWERS, ids=[c for c, _ in DASHBOARD_ANSWERS])
 def test_dashboard_unexpected_answer_shapes(dashboard: RecordingServer, case: str, answer: Any) -> None:
     dashboard.routes[APPLICATIONS_PATH] = Reply(200, answer)
-    target = dash_target(dashboard)
-    for call in (
-        target.current_checkpoint,
-        lambda: target.health(URI),
-        lambda: target.apply(NEW, Lineage(NEW)),
-    ):
-        with pytest.raises(TargetError) as info:
-            call()
-        assert info.value.reason == "UnexpectedStatus", info.value.message
+    assert_every_call_refused(dash_target(dashboard), "UnexpectedStatus", health_uri=URI)
     assert all(s.method == "GET" for s in dashboard.requests())
 
 
