@@ -8,7 +8,14 @@ import pytest
 from pydantic import ValidationError
 
 from workloads.serving.routing import ChallengerSettings
-from workloads.serving.slots import FeedbackRequest, RecentEpisodes, plan_slots, probability_of, shadow_score
+from workloads.serving.slots import (
+    FeedbackRequest,
+    RecentEpisodes,
+    decision_fields,
+    plan_slots,
+    probability_of,
+    shadow_score,
+)
 
 X, Y, Z = "s3://b/x", "s3://b/y", "s3://b/z"
 
@@ -98,3 +105,45 @@ def test_recent_episodes_is_bounded_lru() -> None:
     assert "a" in r and "b" not in r and "d" in r and len(r) == 3
     with pytest.raises(ValueError, match="capacity"):
         RecentEpisodes(0)
+
+
+def test_decision_fields_make_a_valid_record_with_the_right_stage_key() -> None:
+    from rlops_core.decision_log import DecisionRecord
+
+    shadow = shadow_score(Y, 2, [0.2, 0.2, 0.6])
+    fields = decision_fields(
+        episode_id="ep-1",
+        slot="champion",
+        checkpoint_uri=X,
+        challenger=ch(Y, "shadow", 0.7),
+        action=2,
+        probabilities=[0.1, 0.3, 0.6],
+        deterministic=False,
+        step=4,
+        observation=[1.0],
+        latency_ms=1.5,
+        shadow=shadow,
+    )
+    assert fields["mode"] == "shadow" and fields["weight"] == 0.0 and fields["prob"] == 0.6
+    rec = DecisionRecord.model_validate({**fields, "replica": "r", "seq": 0, "time": 1.0})
+    assert rec.shadow.prob == 0.6 and rec.challenger_uri == Y
+    greedy = decision_fields(
+        episode_id="e",
+        slot="challenger",
+        checkpoint_uri=Y,
+        challenger=ch(Y, "canary", 0.3),
+        action=1,
+        probabilities=[0.1, 0.9],
+        deterministic=True,
+    )
+    assert greedy["prob"] is None and greedy["weight"] == 0.3 and greedy["deterministic"]
+    alone = decision_fields(
+        episode_id="e",
+        slot="champion",
+        checkpoint_uri=X,
+        challenger=None,
+        action=[0.5],
+        probabilities=None,
+        deterministic=False,
+    )
+    assert alone["mode"] == "none" and alone["prob"] is None and alone["challenger_uri"] is None

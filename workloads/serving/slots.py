@@ -124,6 +124,45 @@ def shadow_score(
     return {k: v for k, v in score.items() if v is not None}
 
 
+def decision_fields(
+    *,
+    episode_id: str,
+    slot: str,
+    checkpoint_uri: str,
+    challenger: ChallengerSettings | None,
+    action: Any,
+    probabilities: Sequence[float] | None,
+    deterministic: bool,
+    step: int | None = None,
+    observation: Any = None,
+    latency_ms: float | None = None,
+    shadow: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The fields of one decision record for ``DecisionWriter.decision(**fields)``.
+
+    ``prob`` is the answering policy's probability of the action it returned, and only for a sampled
+    action: a greedy answer (``deterministic``) was not drawn from that distribution, so it has none.
+    """
+    return {
+        "episode_id": episode_id,
+        "step": step,
+        "slot": slot,
+        "checkpoint_uri": checkpoint_uri,
+        "mode": challenger.mode if challenger is not None else "none",
+        "weight": challenger.weight if challenger is not None and challenger.mode == "canary" else 0.0,
+        "challenger_uri": challenger.checkpoint_uri if challenger is not None else None,
+        "action": action,
+        "prob": None if deterministic else probability_of(action, probabilities),
+        "probs": [float(p) for p in probabilities] if probabilities is not None else None,
+        "deterministic": deterministic,
+        "observation": observation,
+        "latency_ms": latency_ms,
+        "shadow": shadow,
+        "error": error,
+    }
+
+
 # -------------------------------------------------------------------------------------------- episodes
 class RecentEpisodes:
     """The last ``capacity`` episode ids this replica answered (an LRU; O(1) per request)."""
