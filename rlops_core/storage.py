@@ -1,8 +1,7 @@
 """Object storage behind one small interface: local folders (the embedded default) and S3.
 
-A storage URI is ``s3://bucket/prefix``, a ``file://`` URI or a plain local path. S3-compatible
-endpoints come from the standard ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` variables, which
-boto3 reads itself; credentials come only from the standard AWS sources.
+A storage URI is ``s3://bucket/prefix``, a ``file://`` URI or a plain local path (see
+:mod:`rlops_core.uris`); the S3 side is :mod:`rlops_core.s3`.
 
 Everything read from a store is bounded: small objects (pointer, manifest) by size and by a total
 deadline, listings by count, keys by :mod:`rlops_core.keys`. Downloads write only below their
@@ -19,14 +18,12 @@ import stat as stat_mod
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
+from typing import Any
 
-from rlops_core import keys
+from rlops_core import keys, s3
 from rlops_core.errors import (
     AccessDenied,
     LimitExceeded,
@@ -36,6 +33,8 @@ from rlops_core.errors import (
     StorageURIError,
     UnsafeKeyError,
 )
+from rlops_core.s3 import CHUNK_BYTES, reset_clients, s3_client
+from rlops_core.uris import Location, child_uri, is_within, join_uri, parse_uri, same_uri
 
 __all__ = [
     "AccessDenied",
@@ -47,150 +46,16 @@ __all__ = [
     "StorageTimeout",
     "StorageURIError",
     "UnsafeKeyError",
+    "child_uri",
+    "is_within",
+    "join_uri",
+    "parse_uri",
+    "reset_clients",
+    "s3_client",
+    "same_uri",
 ]
 
 READ_DEADLINE_S = 30.0  # total time for one small read (pointer, manifest), whatever the server does
-CONNECT_TIMEOUT_S = 5
-SOCKET_READ_TIMEOUT_S = 20  # botocore's read_timeout: per socket read, not per request
-CHUNK_BYTES = 1 << 20
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Location:
-    """A parsed storage URI: ``scheme`` is ``s3`` or ``file``."""
-
-    scheme: str
-    bucket: str
-    key: str
-
-    @property
-    def uri(self) -> str:
-        if self.scheme == "s3":
-            return f"s3://{self.bucket}/{self.key}".rstrip("/") if self.key else f"s3://{self.bucket}"
-        return self.key
-
-    @property
-    def path(self) -> Path:
-        if self.scheme != "file":
-            raise StorageURIError(f"not a local path: {self.uri}")
-        return Path(self.key)
-
-    def join(self, *parts: str) -> Location:
-        """The location of ``parts`` below this one.
-
-        Leading and trailing slashes of each part and empty parts are ignored; a part with an inner
-        empty segment (``a//b``), a ``.`` or ``..`` segment, a backslash or control characters is
-        refused (never collapsed), so a join cannot leave this location.
-        """
-        clean = [p.strip("/") for p in parts if p.strip("/")]
-        for part in clean:
-            keys.check_key(part)
-        if self.scheme == "s3":
-            key = "/".join([self.key.rstrip("/"), *clean]) if self.key else "/".join(clean)
-            return Location("s3", self.bucket, key)
-        return Location("file", "", str(Path(self.key, *clean)))
-
-    def child(self, rel: str) -> Location:
-        """The object at relative key ``rel``, used exactly as given (see :func:`keys.check_key`)."""
-        keys.check_key(rel)
-        if self.scheme == "s3":
-            return Location("s3", self.bucket, f"{self.key}/{rel}" if self.key else rel)
-        return Location("file", "", str(Path(self.key, *rel.split("/"))))
-
-
-_BUCKET_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789.-")
-
-
-def parse_uri(uri: str) -> Location:
-    """Parse ``s3://bucket/prefix``, ``file:///path`` or a local path; raise StorageURIError if malformed."""
-    if not isinstance(uri, str) or not uri.strip():
-        raise StorageURIError("storage URI is empty")
-    uri = uri.strip()
-    if "\x00" in uri:
-        raise StorageURIError(f"storage URI {keys.shown(uri)} holds a NUL character")
-    if "://" not in uri:
-        return Location("file", "", _local_path(uri))
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise StorageURIError(f"file URI must not name a host: {uri!r}")
-        if not unquote(parsed.path).strip():
-            raise StorageURIError(f"file URI names no path: {uri!r}")
-        if "\x00" in unquote(parsed.path):
-            raise StorageURIError(f"file URI {keys.shown(uri)} holds a NUL character")
-        return Location("file", "", _local_path(unquote(parsed.path)))
-    if parsed.scheme == "s3":
-        bucket = parsed.netloc
-        if (
-            not (3 <= len(bucket) <= 63)
-            or not set(bucket) <= _BUCKET_CHARS
-            or bucket[0] in ".-"
-            or bucket[-1] in ".-"
-            or ".." in bucket
-        ):
-            raise StorageURIError(f"malformed S3 bucket name in {uri!r}")
-        if parsed.query or parsed.fragment:
-            raise StorageURIError(f"S3 URI must not carry a query or fragment: {uri!r}")
-        key = parsed.path.lstrip("/").rstrip("/")
-        if key:
-            try:
-                keys.check_key(key)
-            except UnsafeKeyError as exc:
-                raise StorageURIError(f"malformed S3 key in {keys.shown(uri)}: {exc}") from exc
-        return Location("s3", bucket, key)
-    raise StorageURIError(
-        f"unsupported storage scheme {parsed.scheme!r} in {uri!r} (use s3://, file:// or a path)"
-    )
-
-
-def _local_path(path: str) -> str:
-    """An absolute local path with ``.`` and ``..`` folded away, so prefix checks cannot be escaped."""
-    return os.path.normpath(Path(path).expanduser().absolute())
-
-
-def join_uri(uri: str, *parts: str) -> str:
-    """Join path parts below a storage URI and return the new URI (see :meth:`Location.join`)."""
-    return parse_uri(uri).join(*parts).uri
-
-
-def child_uri(uri: str, rel: str) -> str:
-    """The URI of the object at relative key ``rel`` below ``uri``: the one mapping that listing,
-    hashing and downloading share (the key is checked, never collapsed)."""
-    return parse_uri(uri).child(rel).uri
-
-
-def same_uri(a: str | None, b: str | None) -> bool:
-    """Whether two storage URIs name the same place (``file://`` vs plain paths, trailing slashes).
-
-    Anything empty or malformed is never the same as anything, not even an identical string.
-    """
-    if not a or not b:
-        return False
-    try:
-        return parse_uri(a) == parse_uri(b)
-    except StorageURIError:
-        return False
-
-
-def is_within(uri: str, prefixes: list[str]) -> bool:
-    """Whether ``uri`` lies at or below one of ``prefixes``.
-
-    S3 locations are compared as parsed keys. Local paths are compared after resolving symlinks on
-    both sides, so a symlink inside a prefix that points outside it is outside.
-    """
-    loc = parse_uri(uri)
-    bases = [parse_uri(prefix) for prefix in prefixes]
-    if loc.scheme == "file":
-        real = Path(os.path.realpath(loc.key))
-        return any(b.scheme == "file" and real.is_relative_to(os.path.realpath(b.key)) for b in bases)
-    for base in bases:
-        if base.scheme != loc.scheme or base.bucket != loc.bucket:
-            continue
-        if not base.key or loc.key == base.key.rstrip("/") or loc.key.startswith(base.key.rstrip("/") + "/"):
-            return True
-    return False
 
 
 @dataclass(frozen=True)
@@ -203,191 +68,6 @@ class ObjectInfo:
 
     size: int
     etag: str
-
-
-# --------------------------------------------------------------------------------------------- S3 client
-
-
-def _s3_client() -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        config=Config(
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=CONNECT_TIMEOUT_S,
-            read_timeout=SOCKET_READ_TIMEOUT_S,
-        ),
-    )
-
-
-_client_cache: dict[int, Any] = {}
-
-
-def s3_client() -> Any:
-    """A boto3 S3 client for this process (endpoint and credentials from the standard AWS sources)."""
-    key = os.getpid()
-    if key not in _client_cache:
-        _client_cache[key] = _s3_client()
-    return _client_cache[key]
-
-
-def reset_clients() -> None:
-    """Forget cached clients (after the environment's endpoint or credentials changed)."""
-    _client_cache.clear()
-
-
-_NOT_FOUND = ("404", "NoSuchKey", "NotFound")
-_DENIED = (
-    "403",
-    "AccessDenied",
-    "Forbidden",
-    "AllAccessDisabled",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AccountProblem",
-)
-
-
-def _error_code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _s3_call(fn: Callable[..., T], loc: Location, **kwargs: Any) -> T:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        return fn(**kwargs)
-    except ClientError as exc:
-        code = _error_code(exc)
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in _NOT_FOUND:
-            raise ObjectNotFound(f"no object at {loc.uri}") from exc
-        if code == "NoSuchBucket":
-            raise StorageError(f"bucket {loc.bucket!r} does not exist ({loc.uri})") from exc
-        if code in _DENIED or status == 403:
-            raise AccessDenied(
-                f"access denied to {loc.uri} (S3 {code or 403}): check the credentials and the bucket "
-                "policy of this reader"
-            ) from exc
-        raise StorageError(f"S3 error {code or exc} for {loc.uri}") from exc
-    except BotoCoreError as exc:
-        raise StorageError(f"S3 unreachable for {loc.uri}: {exc}") from exc
-
-
-def _http_date(value: Any) -> str:
-    """A LastModified value (datetime or HTTP date header) as ISO text, or '' when absent."""
-    if not value:
-        return ""
-    if isinstance(value, str):
-        try:
-            value = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return value
-    return value.isoformat()
-
-
-WRITE_ID_KEY = "rlops-write-id"  # user metadata that write_bytes sets: a fresh id per write
-
-
-def _s3_token(resp: dict[str, Any]) -> str:
-    """S3's version token from a HEAD/GET/listing entry: ETag (the content's MD5) and LastModified,
-    plus VersionId on a versioned bucket and the write id that :func:`write_bytes` stores, so that
-    writing the same bytes again, even within the same second, yields a new token."""
-    token = f"{resp.get('ETag') or ''}|{_http_date(resp.get('LastModified'))}"
-    version_id = resp.get("VersionId")
-    if version_id and version_id != "null":
-        token += f"|v={version_id}"
-    write_id = (resp.get("Metadata") or {}).get(WRITE_ID_KEY)
-    if write_id:
-        token += f"|w={write_id}"
-    return token
-
-
-def _read_body(body: Any, limit: int | None, cancelled: threading.Event, what: str) -> bytes:
-    """Read a streaming body, one socket read at a time, refusing more than ``limit`` bytes."""
-    raw = getattr(body, "_raw_stream", None)
-    read = raw.read1 if raw is not None and hasattr(raw, "read1") else body.read
-    out = bytearray()
-    try:
-        while True:
-            if cancelled.is_set():
-                raise StorageTimeout(f"reading {what} was abandoned at its deadline")
-            chunk = read(CHUNK_BYTES if limit is None else min(CHUNK_BYTES, limit + 1 - len(out)))
-            if not chunk:
-                return bytes(out)
-            out += chunk
-            if limit is not None and len(out) > limit:
-                raise LimitExceeded(f"{what} is larger than {limit} bytes")
-    finally:
-        body.close()
-
-
-def _with_deadline(fn: Callable[[threading.Event], T], deadline_s: float | None, what: str) -> T:
-    """Run ``fn`` with a total deadline: past it, raise StorageTimeout and tell ``fn`` to give up.
-
-    botocore's timeouts apply to each socket read; a server that trickles a byte at a time never trips
-    them. The work runs in a daemon thread, so the caller gets its answer at the deadline whatever the
-    server does; the thread ends at its next socket read (within the per-read timeout).
-    """
-    if deadline_s is None:
-        return fn(threading.Event())
-    cancelled = threading.Event()
-    done = threading.Event()
-    result: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            result["value"] = fn(cancelled)
-        except BaseException as exc:  # handed to the caller below
-            result["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name=f"rlops-read {what[:40]}", daemon=True).start()
-    if not done.wait(deadline_s):
-        cancelled.set()
-        raise StorageTimeout(
-            f"reading {what} took longer than {deadline_s:g} s (a slow or stalled store); it will be "
-            "tried again"
-        )
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-def _s3_get_small(loc: Location, *, max_bytes: int | None, cancelled: threading.Event) -> tuple[bytes, str]:
-    """One GET (ranged to ``max_bytes + 1`` bytes when bounded): the bytes and their version token."""
-    from botocore.exceptions import ClientError
-
-    kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key}
-    if max_bytes is not None:
-        kwargs["Range"] = f"bytes=0-{max_bytes}"
-    try:
-        resp = _s3_call(s3_client().get_object, loc, **kwargs)
-    except StorageError as exc:
-        cause = exc.__cause__
-        if not (isinstance(cause, ClientError) and _error_code(cause) == "InvalidRange" and max_bytes):
-            raise
-        # Only an empty object cannot satisfy bytes=0-N: read it unranged (still bounded below).
-        kwargs.pop("Range")
-        resp = _s3_call(s3_client().get_object, loc, **kwargs)
-    token = _s3_token(resp)
-    total = _total_size(resp)
-    if max_bytes is not None and total is not None and total > max_bytes:
-        resp["Body"].close()
-        raise LimitExceeded(f"{loc.uri} is {total} bytes, over the limit of {max_bytes} bytes")
-    return _read_body(resp["Body"], max_bytes, cancelled, loc.uri), token
-
-
-def _total_size(resp: dict[str, Any]) -> int | None:
-    """The object's whole size from a (ranged) GET: Content-Range's total, else Content-Length."""
-    content_range = str(resp.get("ContentRange") or "")
-    if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
-        return int(content_range.rsplit("/", 1)[1])
-    length = resp.get("ContentLength")
-    return int(length) if length is not None and not content_range else None
 
 
 # --------------------------------------------------------------------------------------------- local files
@@ -435,9 +115,9 @@ def read_bytes(uri: str, *, max_bytes: int | None = None, deadline_s: float | No
     if loc.scheme == "s3":
 
         def get(cancelled: threading.Event) -> bytes:
-            return _s3_get_small(loc, max_bytes=max_bytes, cancelled=cancelled)[0]
+            return s3.get_small(loc, max_bytes=max_bytes, cancelled=cancelled)[0]
 
-        return _with_deadline(get, deadline_s, loc.uri)
+        return s3.run_with_deadline(get, deadline_s, loc.uri)
     fd, st = _open_local(loc)
     if max_bytes is not None and st.st_size > max_bytes:
         os.close(fd)
@@ -458,9 +138,9 @@ def write_bytes(uri: str, data: bytes) -> None:
     """Write one object atomically (a local file is written beside and renamed into place)."""
     loc = parse_uri(uri)
     if loc.scheme == "s3":
-        client = s3_client()
-        metadata = {WRITE_ID_KEY: uuid.uuid4().hex}
-        _s3_call(client.put_object, loc, Bucket=loc.bucket, Key=loc.key, Body=data, Metadata=metadata)
+        client = s3.s3_client()
+        metadata = {s3.WRITE_ID_KEY: uuid.uuid4().hex}
+        s3.call(client.put_object, loc, Bucket=loc.bucket, Key=loc.key, Body=data, Metadata=metadata)
         return
     path = loc.path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -485,8 +165,8 @@ def stat(uri: str) -> ObjectInfo:
     """Size and version token (see :class:`ObjectInfo`) without reading the object."""
     loc = parse_uri(uri)
     if loc.scheme == "s3":
-        head = _s3_call(s3_client().head_object, loc, Bucket=loc.bucket, Key=loc.key)
-        token = _s3_token(head)
+        head = s3.call(s3.s3_client().head_object, loc, Bucket=loc.bucket, Key=loc.key)
+        token = s3.version_token(head)
         return ObjectInfo(size=int(head["ContentLength"]), etag=token)
     try:
         st = loc.path.stat()
@@ -526,19 +206,19 @@ def read_if_changed(
         return _read_fd(fd, max_bytes, loc.uri), token
 
     def poll(cancelled: threading.Event) -> tuple[bytes | None, str]:
-        head = _s3_call(s3_client().head_object, loc, Bucket=loc.bucket, Key=loc.key)
-        token = _s3_token(head)
+        head = s3.call(s3.s3_client().head_object, loc, Bucket=loc.bucket, Key=loc.key)
+        token = s3.version_token(head)
         if etag and token == etag:
             return None, etag
         size = int(head.get("ContentLength") or 0)
         if max_bytes is not None and size > max_bytes:
             raise LimitExceeded(f"{loc.uri} is {size} bytes, over the limit of {max_bytes} bytes", token)
-        data, token = _s3_get_small(loc, max_bytes=max_bytes, cancelled=cancelled)
+        data, token = s3.get_small(loc, max_bytes=max_bytes, cancelled=cancelled)
         if etag and token == etag:
             return None, etag  # written back between the HEAD and the GET: no new version after all
         return data, token
 
-    return _with_deadline(poll, READ_DEADLINE_S if deadline_s is None else deadline_s, loc.uri)
+    return s3.run_with_deadline(poll, READ_DEADLINE_S if deadline_s is None else deadline_s, loc.uri)
 
 
 # --------------------------------------------------------------------------------------------- listing
@@ -562,14 +242,14 @@ def list_objects(uri: str, *, max_objects: int | None = None) -> dict[str, Objec
 
     if loc.scheme == "s3":
         prefix = loc.key.rstrip("/") + "/" if loc.key else ""
-        paginator = s3_client().get_paginator("list_objects_v2")
+        paginator = s3.s3_client().get_paginator("list_objects_v2")
         pages = iter(paginator.paginate(Bucket=loc.bucket, Prefix=prefix))
-        while (page := _s3_call(lambda: next(pages, None), loc)) is not None:
+        while (page := s3.call(lambda: next(pages, None), loc)) is not None:
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(prefix) :]
                 if rel == "" or _is_marker(rel):
                     continue  # a directory marker (pyarrow and consoles write them), not a file
-                token = _s3_token(obj)
+                token = s3.version_token(obj)
                 add(rel, ObjectInfo(int(obj["Size"]), token))
         return out
     root = loc.path
@@ -622,8 +302,8 @@ def _iter_versioned(uri: str, chunk_size: int = CHUNK_BYTES) -> Iterator[tuple[b
     """Chunks of one object, each with the version token of what is being read."""
     loc = parse_uri(uri)
     if loc.scheme == "s3":
-        resp = _s3_call(s3_client().get_object, loc, Bucket=loc.bucket, Key=loc.key)
-        token = _s3_token(resp)
+        resp = s3.call(s3.s3_client().get_object, loc, Bucket=loc.bucket, Key=loc.key)
+        token = s3.version_token(resp)
         body = resp["Body"]
         try:
             yield from ((chunk, token) for chunk in iter(lambda: body.read(chunk_size), b""))
@@ -712,8 +392,8 @@ def upload_dir(src: Path, uri: str) -> None:
                 target.path.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target.path)
             else:
-                client = s3_client()
-                _s3_call(client.upload_file, target, Filename=str(path), Bucket=target.bucket, Key=target.key)
+                client = s3.s3_client()
+                s3.call(client.upload_file, target, Filename=str(path), Bucket=target.bucket, Key=target.key)
 
 
 def check_reachable(uri: str) -> None:
@@ -721,7 +401,7 @@ def check_reachable(uri: str) -> None:
     loc = parse_uri(uri)
     if loc.scheme == "s3":
         try:
-            _s3_call(s3_client().head_bucket, loc, Bucket=loc.bucket)
+            s3.call(s3.s3_client().head_bucket, loc, Bucket=loc.bucket)
         except ObjectNotFound as exc:
             raise StorageError(f"bucket {loc.bucket!r} does not exist ({loc.uri})") from exc
         return
