@@ -307,7 +307,9 @@ def verify_checkpoint(
             "it is not an RLlib checkpoint"
         )
     try:
-        listing = storage.list_objects(checkpoint_uri, max_objects=MAX_FILES + 1)
+        listing = storage.list_objects(
+            checkpoint_uri, max_objects=MAX_FILES + 1, deadline_s=storage.READ_DEADLINE_S
+        )
     except (storage.UnsafeKeyError, storage.LimitExceeded) as exc:
         raise CheckpointError(f"checkpoint {checkpoint_uri} is refused: {exc}") from exc
     listing.pop(MANIFEST_NAME, None)

@@ -224,12 +224,15 @@ def read_if_changed(
 # --------------------------------------------------------------------------------------------- listing
 
 
-def list_objects(uri: str, *, max_objects: int | None = None) -> dict[str, ObjectInfo]:
+def list_objects(
+    uri: str, *, max_objects: int | None = None, deadline_s: float | None = None
+) -> dict[str, ObjectInfo]:
     """Every object below a directory URI, as relative key → size and version token.
 
     Keys are checked with :func:`rlops_core.keys.check_key` (UnsafeKeyError names the first bad one).
     Locally, symlinks and anything but regular files and folders are refused (UnsafeKeyError). More
-    than ``max_objects`` objects raise LimitExceeded.
+    than ``max_objects`` objects raise LimitExceeded; an S3 listing that takes longer than
+    ``deadline_s`` in all raises StorageTimeout.
     """
     loc = parse_uri(uri)
     out: dict[str, ObjectInfo] = {}
@@ -242,16 +245,21 @@ def list_objects(uri: str, *, max_objects: int | None = None) -> dict[str, Objec
 
     if loc.scheme == "s3":
         prefix = loc.key.rstrip("/") + "/" if loc.key else ""
-        paginator = s3.s3_client().get_paginator("list_objects_v2")
-        pages = iter(paginator.paginate(Bucket=loc.bucket, Prefix=prefix))
-        while (page := s3.call(lambda: next(pages, None), loc)) is not None:
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix) :]
-                if rel == "" or _is_marker(rel):
-                    continue  # a directory marker (pyarrow and consoles write them), not a file
-                token = s3.version_token(obj)
-                add(rel, ObjectInfo(int(obj["Size"]), token))
-        return out
+
+        def page_through(cancelled: threading.Event) -> dict[str, ObjectInfo]:
+            paginator = s3.s3_client().get_paginator("list_objects_v2")
+            pages = iter(paginator.paginate(Bucket=loc.bucket, Prefix=prefix))
+            while (page := s3.call(lambda: next(pages, None), loc)) is not None:
+                if cancelled.is_set():
+                    raise StorageTimeout(f"listing {loc.uri} was abandoned at its deadline")
+                for obj in page.get("Contents", []):
+                    rel = obj["Key"][len(prefix) :]
+                    if rel == "" or _is_marker(rel):
+                        continue  # a directory marker (pyarrow and consoles write them), not a file
+                    add(rel, ObjectInfo(int(obj["Size"]), s3.version_token(obj)))
+            return out
+
+        return s3.run_with_deadline(page_through, deadline_s, f"the listing of {loc.uri}")
     root = loc.path
     if root.is_symlink():
         root = Path(os.path.realpath(root))
@@ -284,9 +292,12 @@ def _is_marker(rel: str) -> bool:
     return True
 
 
-def list_files(uri: str, *, max_objects: int | None = None) -> dict[str, int]:
+def list_files(
+    uri: str, *, max_objects: int | None = None, deadline_s: float | None = None
+) -> dict[str, int]:
     """Every object below a directory URI, as relative key → size (see :func:`list_objects`)."""
-    return {rel: info.size for rel, info in list_objects(uri, max_objects=max_objects).items()}
+    listing = list_objects(uri, max_objects=max_objects, deadline_s=deadline_s)
+    return {rel: info.size for rel, info in listing.items()}
 
 
 # --------------------------------------------------------------------------------------------- streaming

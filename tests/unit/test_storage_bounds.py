@@ -120,7 +120,23 @@ def test_a_trickling_server_cannot_hold_a_read_past_its_total_deadline(trickling
         storage.read_if_changed("s3://slow-bucket/best_checkpoint.txt", None, max_bytes=4096, deadline_s=1.0)
     with pytest.raises(StorageTimeout):
         storage.read_bytes("s3://slow-bucket/ck/rlops.json", max_bytes=4096, deadline_s=1.0)
+    with pytest.raises(StorageTimeout):
+        storage.list_files("s3://slow-bucket/ck", deadline_s=1.0)
     assert time.monotonic() - started < 30, "a read was held by the server"  # hang detector only
+
+
+@pytest.mark.parametrize("trickling", ["body"], indirect=True)
+def test_a_poll_against_a_trickling_server_is_a_transient_timeout(
+    trickling: TricklingS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlops_operator import checks
+
+    monkeypatch.setattr(storage, "READ_DEADLINE_S", 1.0)  # the setting; 30 s by default
+    started = time.monotonic()
+    with pytest.raises(checks.TransientError) as err:
+        checks.read_pointer("s3://slow-bucket/ch/best_checkpoint.txt", None)
+    assert err.value.reason == "StorageTimeout" and "took longer than 1 s" in err.value.message
+    assert time.monotonic() - started < 30, "the poll was held by the server"  # hang detector only
 
 
 # --------------------------------------------------------------------------------------------- errors
