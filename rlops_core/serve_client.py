@@ -381,8 +381,10 @@ class ServeClient:
         while True:
             try:
                 app = self.application(name)
-            except (ServeUnreachable, ServeBadAnswer) as exc:  # not up yet: report it on timeout
-                app, last_error = None, f"; last error: {exc.message}"
+            except (ServeUnreachable, ServeBadAnswer, ServeRefused) as exc:
+                if isinstance(exc, ServeRefused) and exc.status_code < 500:
+                    raise  # refused for good (401, 404, a redirect): waiting will not change that
+                app, last_error = None, f"; last error: {exc.message}"  # not up yet: said on timeout
             if app is not None:
                 seen = f"{app.status} {app.message}".strip()
                 if app.status in fail_on:

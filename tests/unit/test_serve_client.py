@@ -250,3 +250,14 @@ def test_only_http_urls_are_accepted() -> None:
         with pytest.raises(ValueError, match="not an http"):
             ServeClient(bad)
     assert host_of("http://Head") == "head:80"
+
+
+def test_wait_rides_out_a_5xx_but_not_a_401(server: RecordingServer) -> None:
+    answers = itertools.chain(
+        [Reply(503, {"error": "starting"})], itertools.repeat(Reply(200, details(app("a"))))
+    )
+    server.routes[APPLICATIONS_PATH] = lambda seen: next(answers)
+    assert ServeClient(server.url).wait_running("a", timeout=30, interval=0.05).status == "RUNNING"
+    server.routes[APPLICATIONS_PATH] = Reply(401, {"error": "token"})
+    with pytest.raises(ServeRefused, match="401"):
+        ServeClient(server.url).wait_running("a", timeout=30, interval=0.05)
