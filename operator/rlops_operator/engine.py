@@ -485,27 +485,34 @@ class _Step:
             if ptr.etag != (exc.etag or ""):
                 self.st.pointer = ptr.model_copy(update={"etag": exc.etag or ""})
             return
-        self.st.pointer = PointerRecord(
-            uri=self.spec.pointer,
-            etag=exc.etag or "",
-            outcome=PointerOutcome.REFUSED,
-            refused=exc.message,
-            refused_reason=exc.reason,
-            read_at=self.iso(),
-        )
+        self.st.pointer = self.pointer_record(None, exc.etag or "", PointerOutcome.REFUSED, None, exc)
         self.condition(ConditionType.REFUSED, True, exc.reason, exc.message)
         self.decide(Decision(DecisionKind.REFUSED, exc.reason, exc.message, warning=True))
 
     def pointer_record(
-        self, uri: str, etag: str, outcome: PointerOutcome, old: PointerRecord | None
+        self,
+        uri: str | None,
+        etag: str,
+        outcome: PointerOutcome,
+        old: PointerRecord | None,
+        refusal: checks.Refusal | None = None,
+        refusals: int = 0,
     ) -> PointerRecord:
-        """The one builder of the pointer record (read time kept when the version is the same)."""
-        same_version = old is not None and old.etag == etag and same_uri(old.checkpoint_uri, uri)
+        """The one builder of the pointer record (the read time is kept when the version is the same;
+        a refused candidate gets its re-check time from how often it was refused in a row)."""
+        same_version = old is not None and old.etag == etag and old.checkpoint_uri == uri
+        recheck = None
+        if refusal is not None and uri is not None:
+            recheck = self.now + min(RECHECK_BASE_S * 2.0 ** (max(refusals, 1) - 1), RECHECK_MAX_S)
         return PointerRecord(
             uri=self.spec.pointer,
             etag=etag,
             checkpoint_uri=uri,
             outcome=outcome,
+            refused=refusal.message if refusal is not None else None,
+            refused_reason=refusal.reason if refusal is not None else None,
+            refusals=refusals,
+            recheck_at_epoch=recheck,
             read_at=old.read_at if same_version and old is not None and old.read_at else self.iso(),
         )
 
@@ -616,17 +623,7 @@ class _Step:
             and ptr.refused == exc.message[:1000]
         )
         refusals = (ptr.refusals + 1) if same and ptr is not None else 1
-        record = PointerRecord(
-            uri=self.spec.pointer,
-            etag=etag,
-            checkpoint_uri=uri,
-            outcome=PointerOutcome.REFUSED,
-            refused=exc.message,
-            refused_reason=exc.reason,
-            refusals=refusals,
-            recheck_at_epoch=self.now + min(RECHECK_BASE_S * 2.0 ** (refusals - 1), RECHECK_MAX_S),
-            read_at=ptr.read_at if same and ptr is not None else self.iso(),
-        )
+        record = self.pointer_record(uri, etag, PointerOutcome.REFUSED, ptr if same else None, exc, refusals)
         self.st.pointer = record
         if same:
             return

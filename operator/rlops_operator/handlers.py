@@ -108,10 +108,30 @@ def _stored_state(status: dict[str, Any], rollout: str) -> RolloutStatus:
         return RolloutStatus()
 
 
+def _claim_stands(claim: ownership.Claim, key: tuple[str, ...]) -> bool:
+    """Whether an older claim is real right now: the index can lag behind a deletion or a spec edit,
+    so the owner is read from the API (an API error keeps the claim: holding is the safe side)."""
+    namespace, _, name = claim.rollout.partition("/")
+    try:
+        obj = WRITER.api().get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=10
+        )
+    except Exception as exc:
+        return getattr(exc, "status", None) != 404
+    meta = obj.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return False
+    return ownership.target_key(obj.get("spec") or {}, namespace) == key
+
+
 def _conflict(spec: RolloutSpec, rollout: str, index: Any) -> HoldRequest | None:
     ref = spec.target.ref()
-    claims = list(index.get(ref.key(), [])) if index is not None else []
-    owner = ownership.owner_of(claims)
+    claims = sorted(index.get(ref.key(), [])) if index is not None else []
+    owner = None
+    for claim in claims:
+        if claim.rollout == rollout or _claim_stands(claim, ref.key()):
+            owner = claim
+            break
     if owner is None or owner.rollout == rollout:
         return None
     return HoldRequest(

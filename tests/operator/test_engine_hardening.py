@@ -549,3 +549,21 @@ def test_class6_storage_outage_while_checking_is_one_error_no_flapping(
     )
     assert seen[:2] == ["Recovered", "Applied"] or seen[:2] == ["Applied", "Recovered"], seen
     assert "Promoted" in seen and "lastError" not in st
+
+
+def test_class9_target_keys_and_owner() -> None:
+    from rlops_operator.ownership import Claim, owner_of, target_key
+
+    rs = {"pointer": "/d/c/best_checkpoint.txt", "target": {"rayService": "rs"}}
+    assert target_key(rs, "ns") == target_key({**rs, "pollIntervalSeconds": 5}, "ns")
+    assert target_key(rs, "ns") != target_key(rs, "other")
+    other_app = {**rs, "target": {"rayService": "rs", "application": "b"}}
+    assert target_key(other_app, "ns") != target_key(rs, "ns")
+    d1 = {"pointer": "/d/c/best_checkpoint.txt", "target": {"dashboardUrl": "http://Head:8265/"}}
+    d2 = {"pointer": "/e/c/best_checkpoint.txt", "target": {"dashboardUrl": "http://head:8265"}}
+    assert target_key(d1, "a") == target_key(d2, "b")  # same dashboard from any namespace
+    assert target_key({"pointer": "ftp://x", "target": {}}, "ns") is None
+    claims = [Claim("2026-01-02T00:00:00Z", "a/young"), Claim("2026-01-01T00:00:00Z", "z/old")]
+    assert owner_of(claims) == claims[1]
+    tie = [Claim("2026-01-01T00:00:00Z", "ns/b"), Claim("2026-01-01T00:00:00Z", "ns/a")]
+    assert owner_of(tie) == tie[1]

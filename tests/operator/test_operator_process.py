@@ -401,7 +401,9 @@ def test_rejected_status_writes_do_not_stop_a_rollback(
     wait_for(lambda: "StatusWritten" in sc.event_reasons(), 10, what="a StatusWritten Event")
 
 
-def test_one_owner_per_target(scenario: Any, kube: EmulatedCluster, ckpt_root: str) -> None:
+def test_one_owner_per_target(
+    scenario: Any, kube: EmulatedCluster, ckpt_root: str, operator_process: OperatorProcess
+) -> None:
     """Class 9: a second PolicyRollout on the same RayService/app/deployment is held until the first goes."""
     sc = scenario()
     sc.wait(lambda st: st.get("phase") == "Live", "the initial checkpoint to be live")
@@ -447,7 +449,11 @@ def test_one_owner_per_target(scenario: Any, kube: EmulatedCluster, ckpt_root: s
         )
         assert sc.served() == sc.a and sc.spec_patches() == [] and events is not None
         sc.delete()  # the owner goes: the rival owns the target now
-        wait_for(lambda: sc.served() == c, 30, what="the rival's checkpoint applied once it owns the target")
+        try:
+            wait_for(lambda: sc.served() == c, 30, what="the rival's checkpoint applied once it owns it")
+        except AssertionError as exc:
+            owner_left = kube.get(rollout_path(NS, sc.name))
+            raise AssertionError(f"{exc}\nowner: {owner_left}\nrival: {rival_status()}\n{operator_process.log()}") from exc
         st = rival_status()
         assert not any(c["type"] == "Conflict" for c in st.get("conditions", []))
     finally:
@@ -467,3 +473,23 @@ def test_invalid_spec_mid_rollout_still_rolls_back(scenario: Any, kube: Emulated
     st = sc.wait(lambda st: st.get("phase") == "Failed", "the invalid spec reported")
     assert "invalid spec" in st["message"] and st["live"]["checkpointUri"] == sc.a
     wait_for(lambda: {"RolledBack", "InvalidSpec"} <= set(sc.event_reasons()), 10, what="the Events")
+
+
+def test_hand_edit_is_reported_and_rollback_restores_it(scenario: Any, ckpt_root: str) -> None:
+    """Class 8: someone edits the RayService by hand; the operator reports the drift once, and a failed
+    rollout afterwards restores the hand-edited checkpoint, not the stale one in the status."""
+    sc = scenario(rolloutTimeoutSeconds=5)
+    sc.wait(lambda st: st.get("phase") == "Live", "the initial checkpoint to be live")
+    hand = make_checkpoint(ckpt_root, f"{sc.name}-hand", "trial_h", 5.5)
+    sc.kube.request(
+        "PATCH", rayservice_path(NS, sc.rs), {"spec": {"serveConfigV2": SERVE_CONFIG.format(uri=hand)}}
+    )
+    sc.kuberay(healthy=True)
+    sc.wait(lambda st: (st.get("live") or {}).get("checkpointUri") == hand, "the drift recorded")
+    wait_for(lambda: "Drift" in sc.event_reasons(), 10, what="a Drift Event")
+    checkpoints.write_pointer(sc.pointer, sc.b)
+    wait_for(lambda: sc.served() == sc.b, 30, what="B applied")
+    sc.kuberay(healthy=False, app_status="DEPLOY_FAILED")
+    st = sc.wait(lambda st: st.get("phase") == "RolledBack", "a rollback")
+    assert sc.served() == hand and st["live"]["checkpointUri"] == hand
+    assert sc.event_reasons().count("Drift") == 1
