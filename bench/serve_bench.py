@@ -33,6 +33,7 @@ __all__ = ["main", "train_corridor_checkpoints"]  # the serving tests' fixture i
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
 POINTS = {"c1": 1, "c16": 16}
+START_ATTEMPTS, HEAD_SETTLE_S = 3, 5.0
 METRICS = ("rps", "p50_ms", "p99_ms", "errors")
 
 # variant -> (label, where it runs: "fast" / "default" cluster or "bare", Serve app name)
@@ -81,16 +82,28 @@ class Cluster:
 
         from rlops_demo.cluster import LocalRayCluster, free_port
 
-        env, extra_dirs = _fast_ingress_env(extra_env)
-        name = f"rlops-bench-{uuid.uuid4().hex[:6]}"
-        self.head = LocalRayCluster(
-            num_cpus=num_cpus,
-            env=env,
-            cwd=REPO_ROOT,
-            log_path=Path("/tmp") / f"{name}.log",
-            temp_dir=Path("/tmp") / name,
-            cleanup_dirs=extra_dirs,
-        ).start()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            env, extra_dirs = _fast_ingress_env(extra_env)
+            name = f"rlops-bench-{uuid.uuid4().hex[:6]}"
+            head = LocalRayCluster(
+                num_cpus=num_cpus,
+                env=env,
+                cwd=REPO_ROOT,
+                log_path=Path("/tmp") / f"{name}.log",
+                temp_dir=Path("/tmp") / name,
+                cleanup_dirs=extra_dirs,
+            ).start()
+            # `ray start --block` ends the whole head when one daemon (e.g. ray_client_server) times out
+            # while the machine is busy; that happens seconds after the dashboard first answers.
+            if _settled(head):
+                break
+            head.stop()
+            if attempt == START_ATTEMPTS:
+                raise RuntimeError(
+                    f"the Ray head exited right after starting {attempt} times (log: {head.log_path})"
+                )
+            print(f"[bench] Ray head exited while starting (log: {head.log_path}); retrying", flush=True)
+        self.head = head
         self.token = self.head.token
         self.http_port = free_port()
         self.client = self.head.serve_client()
@@ -112,11 +125,28 @@ class Cluster:
         """Add or replace one app (a declarative PUT, as KubeRay does); wait until RUNNING; return seconds."""
         self.apps = [a for a in self.apps if a["name"] != app["name"]] + [app]
         started = time.perf_counter()
-        self.client.deploy(self.apps, http_options={"host": "127.0.0.1", "port": self.http_port})
+        self._put()
         self.client.wait_running(
             app["name"], timeout=timeout, interval=0.2, fail_on=("DEPLOY_FAILED", "UNHEALTHY")
         )
         return time.perf_counter() - started
+
+    def _put(self, attempts: int = 4) -> None:
+        """The declarative PUT, retried on a 5xx (a busy dashboard times out starting Serve's controller)."""
+        from rlops_core.serve_client import ServeRefused
+
+        for attempt in range(1, attempts + 1):
+            try:
+                self.client.deploy(self.apps, http_options={"host": "127.0.0.1", "port": self.http_port})
+                return
+            except ServeRefused as exc:
+                if exc.status_code < 500 or attempt == attempts:
+                    raise
+                print(
+                    f"[bench] Serve PUT answered {exc.status_code}; retrying ({attempt}/{attempts})",
+                    flush=True,
+                )
+                time.sleep(5.0)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.http_port}/{name}"
@@ -129,6 +159,18 @@ class Cluster:
     def stop(self) -> None:
         self.client.close()
         self.head.stop()
+
+
+def _settled(head: Any, timeout: float = 180.0) -> bool:
+    """True once ``ray start`` has launched every daemon and the head is still up a moment later."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and head.process is not None and head.process.poll() is None:
+        log = head.log_path.read_text(errors="replace") if head.log_path and head.log_path.exists() else ""
+        if "will now block forever" in log:
+            time.sleep(HEAD_SETTLE_S)
+            return head.process.poll() is None
+        time.sleep(0.5)
+    return False
 
 
 def _wait_http(url: str, timeout: float) -> None:
@@ -256,10 +298,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with fast.attached():
                 trained = train_corridor_checkpoints(Path(tempfile.mkdtemp(prefix="rlops-bench-ck-")))
             checkpoint, other = trained["final"], trained["early"]
-        if pinning.enabled:
-            for cluster in (c for c in (fast, default) if c is not None):
-                cluster.pin(pinning.server_cpus or ())
-            os.sched_setaffinity(0, set(pinning.load_cpus or ()))
         urls: dict[str, str] = {}
         cold: dict[str, float] = {}
         for variant in variants:
@@ -273,6 +311,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             assert cluster is not None and app is not None
             cold[variant] = cluster.deploy(app_config(app, checkpoint))
             urls[variant] = cluster.url(app)
+        if pinning.enabled:  # after the deploys: a head pinned while it boots can starve its own daemons
+            for cluster in (c for c in (fast, default) if c is not None):
+                cluster.pin(pinning.server_cpus or ())
+            os.sched_setaffinity(0, set(pinning.load_cpus or ()))
         for variant in variants:  # warm-up, not recorded
             print(f"[bench] warm-up {variant}", flush=True)
             warm_up(urls[variant], prefix=pinning.prefix("load"))

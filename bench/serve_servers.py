@@ -132,9 +132,12 @@ def build_empty_fastapi(args: dict[str, str]) -> Any:
     @serve.deployment(name="EmptyFastAPI", max_ongoing_requests=64, ray_actor_options=BENCH_ACTOR)
     @serve.ingress(app)
     class EmptyFastAPI:
-        @app.post("/")
         async def act(self, body: Observation) -> dict[str, int]:
             return {"action": 0}
+
+        # Real classes, not this module's postponed strings: Serve pickles the class by value.
+        act.__annotations__ = {"body": Observation, "return": dict}
+        act = app.post("/")(act)
 
     return EmptyFastAPI.bind()
 
