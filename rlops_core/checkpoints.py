@@ -255,15 +255,20 @@ def read_manifest(checkpoint_uri: str) -> Manifest:
     return Manifest.from_json(text)
 
 
-# Hashes already checked, by (object URI, version token from the listing): a checkpoint that is checked
-# again (every poll while a rollout waits) is not downloaded and hashed again unless an object changed.
+# S3 hashes already checked, by (object URI, version token from the listing): a checkpoint that is
+# checked again (every poll while a rollout waits) is not downloaded and hashed again unless an object
+# changed (S3's ETag is the MD5 of the content, so a same-size rewrite changes it).
 _VERIFIED_MAX = 50_000
 _verified: OrderedDict[tuple[str, str], str] = OrderedDict()
 
 
 def _same_version(listed: str, read: str) -> bool:
-    """Whether a listing's token and a read's token name one version (listings carry no VersionId)."""
-    return listed.split("|")[:2] == read.split("|")[:2]
+    """Whether a listing's S3 token and a read's token name one version (listings carry no VersionId).
+
+    Local files are never remembered: an in-place rewrite within one timestamp tick keeps every stat
+    field, and reading a local file again costs no request.
+    """
+    return "|" in listed and listed.split("|")[:2] == read.split("|")[:2]
 
 
 def _hash_checked(object_uri: str, listed_token: str) -> str:
