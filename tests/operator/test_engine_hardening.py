@@ -567,3 +567,32 @@ def test_class9_target_keys_and_owner() -> None:
     assert owner_of(claims) == claims[1]
     tie = [Claim("2026-01-01T00:00:00Z", "ns/b"), Claim("2026-01-01T00:00:00Z", "ns/a")]
     assert owner_of(tie) == tie[1]
+
+
+def test_status_written_before_typed_state_resumes(ckpt_root: str, live: str) -> None:
+    """A status stored by the untyped engine (``stage: verifying``, ``pausedFrom``) is read and resumed."""
+    new = make_checkpoint(ckpt_root, "exp", "trial_b", 9.0)
+    spec = spec_for(ckpt_root)
+    checkpoints.write_pointer(spec.pointer, new)
+    target = FlakyTarget(new)  # the old operator applied it, then stopped
+    old = {
+        "phase": "Verifying",
+        "live": {"checkpointUri": live, "metric": {"name": "m", "value": 5.0}},
+        "rollout": {
+            "checkpointUri": new,
+            "metric": {"name": "m", "value": 9.0},
+            "startedAt": "2026-01-01T00:00:00Z",
+            "startedAtEpoch": Clock().t,
+            "stage": "verifying",
+            "previous": {"checkpointUri": live},
+        },
+        "pointer": {"uri": spec.pointer, "etag": "x", "checkpointUri": new, "readAt": "2026-01-01T00:00:00Z"},
+        "lastError": {"source": "target", "reason": "HTTP500", "message": "m", "at": "2026-01-01T00:00:00Z"},
+        "history": [{"at": "2026-01-01T00:00:00Z", "decision": "Applied"}] * 15,
+    }
+    result = Engine(spec, target, clock=Clock()).step(old)
+    assert "Promoted" in kinds(result) and result.status["live"]["checkpointUri"] == new
+    assert len(result.status["history"]) <= 10
+    paused = {"phase": "Paused", "pausedFrom": "Live", "live": {"checkpointUri": new}}
+    resumed = Engine(spec, target).step(paused)
+    assert kinds(resumed)[0] == "Resumed" and resumed.status["phase"] == "Live"
