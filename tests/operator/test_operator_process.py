@@ -253,6 +253,10 @@ def test_storage_unreachable(scenario: Any, s3_server: Any, s3_bucket: str) -> N
         )
         assert "cannot read pointer" in st["message"]
         wait_for(lambda: "StorageUnreachable" in sc.event_reasons(), 10, what="an outage Event")
+        # class 6: several failed polls later, still one Event and no Recovered/error pair per poll
+        sc.wait(lambda st: (st.get("lastError") or {}).get("count", 0) >= 3, "three failed polls", 60)
+        assert sc.event_reasons().count("StorageUnreachable") == 1
+        assert "Recovered" not in sc.event_reasons()
     finally:
         s3_server.start()
     checkpoints.write_pointer(pointer, b)
@@ -453,7 +457,8 @@ def test_one_owner_per_target(
             wait_for(lambda: sc.served() == c, 30, what="the rival's checkpoint applied once it owns it")
         except AssertionError as exc:
             owner_left = kube.get(rollout_path(NS, sc.name))
-            raise AssertionError(f"{exc}\nowner: {owner_left}\nrival: {rival_status()}\n{operator_process.log()}") from exc
+            detail = f"owner: {owner_left}\nrival: {rival_status()}\n{operator_process.log()}"
+            raise AssertionError(f"{exc}\n{detail}") from exc
         st = rival_status()
         assert not any(c["type"] == "Conflict" for c in st.get("conditions", []))
     finally:
