@@ -93,9 +93,29 @@ class Demo:
             self.out,
             f"Ray head at {self.cluster.address}, dashboard {self.cluster.dashboard_url} (token auth)",
         )
-        import ray
+        self._attach()
 
-        ray.init(address=self.cluster.address, logging_level="WARNING", log_to_driver=False)
+    def _attach(self) -> None:
+        """``ray.init`` to the head; a busy machine can make the first connection time out, so retry."""
+        import ray
+        from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+        assert self.cluster is not None
+        address = self.cluster.address
+
+        @retry(
+            retry=retry_if_exception_type(ConnectionError),
+            stop=stop_after_attempt(3),
+            wait=wait_fixed(2),
+            reraise=True,
+            before_sleep=lambda state: say(
+                self.out, f"Ray at {address} did not answer yet; retrying", "yellow"
+            ),
+        )
+        def connect() -> None:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+
+        connect()
 
     def train_round(self, name: str, iters: int, seed: int) -> RoundSummary:
         """One training round through the training job's Python API; promote its best checkpoint."""

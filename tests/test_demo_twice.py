@@ -1,8 +1,8 @@
 """``make demo`` twice in the same checkout: both runs pass, each in its own run folder.
 
-The real main job (``python -m rlops_demo``, its default settings, its own Ray cluster on free
-loopback ports) runs twice into one output folder. Before run folders existed, the second run resumed
-the first's storage, found the channel already at round 2 and exited 1.
+The real main job (``python -m rlops_demo``, its defaults except a shorter second round, its own Ray
+cluster on free loopback ports) runs twice into one output folder. Before run folders existed, the
+second run resumed the first's storage, found the channel already at round 2 and exited 1.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from tests.test_report_render import image_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 900  # one run takes 1-3 minutes here; this only catches a hang
+# The real demo with a shorter second round (5 instead of 10 iterations): still well above round 1.
+SMALL = ("--second-iters", "5")
 
 
 def _demo(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -50,9 +52,9 @@ def _check_finished(run: rundir.RunDir) -> dict:
 @pytest.mark.slow
 def test_demo_runs_twice_in_the_same_folder(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    first = _demo(out)
+    first = _demo(out, *SMALL)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    second = _demo(out)
+    second = _demo(out, *SMALL)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
 
     runs = rundir.list_runs(out)
