@@ -26,7 +26,7 @@ GOAL = 3
 
 
 def test_registry_names_and_unknown_env():
-    assert set(ENV_CREATORS) == {"corridor", "cartpole", "basketball", "maze"}
+    assert set(ENV_CREATORS) == {"corridor", "corridor-sim", "cartpole", "basketball", "maze"}
     assert isinstance(make_env("corridor"), CorridorEnv)
     assert isinstance(make_env("maze"), MazeEnv)
     assert isinstance(make_env("basketball"), BasketballEnv)

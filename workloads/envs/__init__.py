@@ -9,6 +9,7 @@ import gymnasium as gym
 
 from workloads.envs.basketball import BasketballEnv
 from workloads.envs.corridor import CorridorEnv
+from workloads.envs.corridor_sim import MisspecifiedCorridorEnv
 from workloads.envs.maze import MazeEnv
 
 
@@ -18,6 +19,7 @@ def _cartpole(config: dict[str, Any] | None = None) -> gym.Env:
 
 ENV_CREATORS: dict[str, Callable[[dict[str, Any] | None], gym.Env]] = {
     "corridor": CorridorEnv,
+    "corridor-sim": MisspecifiedCorridorEnv,  # a simulator with a deliberate modelling error
     "cartpole": _cartpole,
     "basketball": BasketballEnv,
     "maze": MazeEnv,
