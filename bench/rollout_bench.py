@@ -20,6 +20,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 import threading
 import time
 import urllib.error
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import method
+from bench.heads import start_head
 from rlops_core.serve_client import ServeClient, ServeError, get_json
 from rlops_demo.cluster import LocalRayCluster, free_port
 
@@ -236,7 +238,8 @@ class ExistingCluster:
 
 def start_cluster() -> LocalRayCluster:
     """A local head with token auth (its own process group); this process gets its client settings."""
-    cluster = LocalRayCluster(num_cpus=4).start()
+    log = Path(tempfile.gettempdir()) / f"rlops-rollout-bench-{os.getpid()}.log"
+    cluster = start_head(lambda: LocalRayCluster(num_cpus=4, log_path=log))
     os.environ.update(cluster.client_env())
     return cluster
 
@@ -413,8 +416,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dashboard-url", help="its dashboard, with --address")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args, _unknown = parser.parse_known_args(argv)  # tolerate a calling runner's own arguments
-    import tempfile
-
     try:
         repeats = method.check_repeats(args.promotions, allow_fewer=args.quick)
     except ValueError as exc:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import method, serve_report
+from bench.heads import start_head
 from bench.serve_fixture import train_corridor_checkpoints
 from bench.serve_load import run_wrk, warm_up
 
@@ -33,7 +34,6 @@ __all__ = ["main", "train_corridor_checkpoints"]  # the serving tests' fixture i
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
 POINTS = {"c1": 1, "c16": 16}
-START_ATTEMPTS, HEAD_SETTLE_S = 3, 5.0
 METRICS = ("rps", "p50_ms", "p99_ms", "errors")
 
 # variant -> (label, where it runs: "fast" / "default" cluster or "bare", Serve app name)
@@ -82,28 +82,18 @@ class Cluster:
 
         from rlops_demo.cluster import LocalRayCluster, free_port
 
-        for attempt in range(1, START_ATTEMPTS + 1):
-            env, extra_dirs = _fast_ingress_env(extra_env)
-            name = f"rlops-bench-{uuid.uuid4().hex[:6]}"
-            head = LocalRayCluster(
+        name = f"rlops-bench-{uuid.uuid4().hex[:6]}"
+        env, extra_dirs = _fast_ingress_env(extra_env)
+        self.head = start_head(
+            lambda: LocalRayCluster(
                 num_cpus=num_cpus,
                 env=env,
                 cwd=REPO_ROOT,
                 log_path=Path("/tmp") / f"{name}.log",
-                temp_dir=Path("/tmp") / name,
+                temp_dir=Path("/tmp") / f"{name}-{uuid.uuid4().hex[:4]}",
                 cleanup_dirs=extra_dirs,
-            ).start()
-            # `ray start --block` ends the whole head when one daemon (e.g. ray_client_server) times out
-            # while the machine is busy; that happens seconds after the dashboard first answers.
-            if _settled(head):
-                break
-            head.stop()
-            if attempt == START_ATTEMPTS:
-                raise RuntimeError(
-                    f"the Ray head exited right after starting {attempt} times (log: {head.log_path})"
-                )
-            print(f"[bench] Ray head exited while starting (log: {head.log_path}); retrying", flush=True)
-        self.head = head
+            )
+        )
         self.token = self.head.token
         self.http_port = free_port()
         self.client = self.head.serve_client()
@@ -159,18 +149,6 @@ class Cluster:
     def stop(self) -> None:
         self.client.close()
         self.head.stop()
-
-
-def _settled(head: Any, timeout: float = 180.0) -> bool:
-    """True once ``ray start`` has launched every daemon and the head is still up a moment later."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and head.process is not None and head.process.poll() is None:
-        log = head.log_path.read_text(errors="replace") if head.log_path and head.log_path.exists() else ""
-        if "will now block forever" in log:
-            time.sleep(HEAD_SETTLE_S)
-            return head.process.poll() is None
-        time.sleep(0.5)
-    return False
 
 
 def _wait_http(url: str, timeout: float) -> None:
