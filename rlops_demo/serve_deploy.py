@@ -18,13 +18,17 @@ SERVE_CONFIG = Path(__file__).resolve().parents[1] / "workloads" / "serve_config
 
 
 def serve_config(checkpoint_uri: str, port: int, app: str = "corridor") -> dict[str, Any]:
-    """The shipped serveConfigV2 with ``checkpoint_uri`` set and the proxy on ``127.0.0.1:port``."""
+    """The shipped serveConfigV2 with ``checkpoint_uri`` set and the proxy on ``127.0.0.1:port``.
+
+    The shipped ``http_options`` limits (idle keep-alive, request deadline) are kept.
+    """
     config = copy.deepcopy(yaml.safe_load(SERVE_CONFIG.read_text()))
     for application in config["applications"]:
         if application["name"] == app:
             for deployment in application.get("deployments", []):
                 deployment.setdefault("user_config", {})["checkpoint_uri"] = checkpoint_uri
-    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    # Keep the shipped limits (keep_alive_timeout_s, request_timeout_s); only the listener moves.
+    config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}
     return config
 
 

@@ -19,10 +19,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from rlops_core import storage
+from workloads.serving import limits
 from workloads.serving.api import (
     MAX_BATCH,
     ActRequest,
@@ -31,6 +33,7 @@ from workloads.serving.api import (
     ErrorResponse,
     Metadata,
     RequestError,
+    clip,
     parse_observation,
 )
 from workloads.serving.capture import CaptureSettings, CaptureWriter
@@ -38,6 +41,7 @@ from workloads.serving.metrics import activate_metrics, active_metrics
 from workloads.serving.policy import ActionResult, Policy, PolicyLoadError, load_policy
 
 log = logging.getLogger("ray.serve")
+GAUGE_REFRESH_S = 5.0
 
 
 class ServeSettings(BaseModel):
@@ -55,11 +59,24 @@ class ServeSettings(BaseModel):
         0.0, ge=0.0, le=1.0, description="0: batch whatever queued while the last batch ran (no added wait)."
     )
     max_request_batch: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH, description="Observations per request.")
+    max_body_bytes: int = Field(
+        limits.DEFAULT_MAX_BODY_BYTES,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest request body; a larger one gets 413 before it is read or parsed.",
+    )
+    body_timeout_s: float = Field(
+        limits.DEFAULT_BODY_TIMEOUT_S,
+        gt=0.0,
+        le=300.0,
+        description="Time a request body may take to arrive; a slower one gets 408.",
+    )
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The body is not JSON."},
-    413: {"model": ErrorResponse, "description": "Too many observations or values."},
+    408: {"model": ErrorResponse, "description": "The body did not arrive within body_timeout_s."},
+    413: {"model": ErrorResponse, "description": "Body over max_body_bytes, too many observations."},
     422: {"model": ErrorResponse, "description": "Wrong shape or type, outside the observation space, NaN."},
 }
 
@@ -68,6 +85,7 @@ fastapi_app = FastAPI(
     version="1",
     description="Actions from the live RLlib policy. Sampled by default; `deterministic: true` is greedy.",
 )
+fastapi_app.add_middleware(limits.BodyLimitMiddleware)  # size and time caps before any parsing
 
 
 def _error(exc: RequestError) -> JSONResponse:
@@ -87,21 +105,50 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return _error(err)
 
 
+# Starlette's own errors (no route, wrong method, a body FastAPI could not parse) in the same shape.
+_HTTP_KINDS = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
+
+
+@fastapi_app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    err = _http_error_for(request, exc)
+    _server_metrics_error(request, err.kind)
+    return JSONResponse(err.body(), status_code=err.status, headers=exc.headers)
+
+
+def _http_error_for(request: Request, exc: StarletteHTTPException) -> RequestError:
+    path = clip(request.url.path)
+    kind = _HTTP_KINDS.get(exc.status_code, f"http_{exc.status_code}")
+    if exc.status_code == 404:
+        return RequestError(404, kind, f"{path}: no such route; see /openapi.json for the API")
+    if exc.status_code == 405:
+        allowed = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow", "see /openapi.json")
+        message = f"{clip(request.method)} {path}: method not allowed (allowed: {allowed})"
+        return RequestError(405, kind, message)
+    if exc.status_code == 400:
+        cause = exc.__cause__
+        why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc.detail)
+        return RequestError(400, kind, f"body is not valid JSON: {clip(why, 200)}")
+    return RequestError(exc.status_code, kind, clip(str(exc.detail), 300))
+
+
 def _classify(errors: Any) -> RequestError:
     """Turn FastAPI/pydantic validation errors into one RequestError naming the problem."""
     errors = list(errors) or [{"type": "invalid", "msg": "invalid request", "loc": ("body",)}]
     kinds = {str(e.get("type")) for e in errors}
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = [clip(str(p)) for p in first.get("loc", ()) if p != "body"]
     field = loc[0] if loc else None
     if "json_invalid" in kinds:
         return RequestError(
-            400, "invalid_json", f"body is not valid JSON: {first.get('ctx', {}).get('error', '')}"
+            400, "invalid_json", f"body is not valid JSON: {clip(str(first.get('ctx', {}).get('error', '')))}"
         )
     if not loc and kinds & {"missing", "model_attributes_type", "dict_type"}:
         return RequestError(
             400, "invalid_json", "the body must be a JSON object (Content-Type: application/json)"
         )
+    if kinds & {"bool_type", "bool_parsing"}:
+        return RequestError(422, "type", f"{field}: expected a JSON boolean (true or false)", field)
     if "finite_number" in kinds:
         return RequestError(422, "not_finite", f"{field}: NaN or infinity is not an observation", field)
     if "too_long" in kinds:
@@ -186,12 +233,33 @@ class PolicyServer:
         self._count = 0
         self._lock = asyncio.Lock()
         self._capture = CaptureWriter(CaptureSettings(), self.app_name, self.replica)
+        self._capture_totals = {"written": 0, "dropped": 0}  # of writers replaced by a settings change
+        self._gauge_refresher: asyncio.Task[None] | None = None
         activate_metrics(self.metrics)
+        limits.configure(limits.BodyLimits(), on_reject=self._count_rejection)
+
+    def _count_rejection(self, kind: str) -> None:
+        self.metrics.errors.inc(tags={"kind": kind})
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """Apply a new ``user_config``; swap the policy when ``checkpoint_uri`` changed."""
+        if self._gauge_refresher is None:
+            self._gauge_refresher = asyncio.get_running_loop().create_task(self._refresh_gauges())
         async with self._lock:
             await self._reconfigure(config)
+        self._report_stale()
+
+    def _report_stale(self) -> None:
+        self.metrics.stale.set(1 if self._policy is not None and self._last_error is not None else 0)
+
+    async def _refresh_gauges(self) -> None:
+        """Re-report gauges while they hold: Ray drops a gauge not set for two export intervals (~20 s)."""
+        while True:
+            await asyncio.sleep(GAUGE_REFRESH_S)
+            try:
+                self._report_stale()
+            except Exception:  # metrics must never take the replica down
+                log.exception("refreshing the stale gauge failed")
 
     async def _reconfigure(self, config: dict[str, Any]) -> None:
         raw_uri = str((config or {}).get("checkpoint_uri", ""))
@@ -208,7 +276,11 @@ class PolicyServer:
         if capture is not self._capture:
             old, self._capture = self._capture, capture
             await asyncio.to_thread(old.close, 5.0)  # flush the old writer off the event loop
+            self._capture_totals["written"] += old.written
+            self._capture_totals["dropped"] += old.dropped
         self._settings = settings
+        body_limits = limits.BodyLimits(settings.max_body_bytes, settings.body_timeout_s)
+        limits.configure(body_limits, on_reject=self._count_rejection)
         self._act_batched.set_max_batch_size(settings.max_batch_size)
         self._act_batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self._requested_uri = settings.checkpoint_uri
@@ -303,6 +375,7 @@ class PolicyServer:
         policy = self._require_policy()
         explore, extras = not body.deterministic, body.return_probs
         self._count += 1
+        count = self._count  # taken at arrival: each answer has its own, however requests interleave
         if body.observations is not None:
             limit = self._settings.max_request_batch if self._settings else MAX_BATCH
             if len(body.observations) > limit:
@@ -313,7 +386,7 @@ class PolicyServer:
                 parse_observation(o, space, f"observations[{i}]") for i, o in enumerate(body.observations)
             ]
             results = policy.act(parsed, explore=explore, extras=extras)
-            payload = _batch_payload(results, self._count, extras)
+            payload = _batch_payload(results, count, extras)
             used_uri = policy.checkpoint_uri
             self.metrics.requests.inc(tags={"shape": "batch"})
         else:
@@ -321,7 +394,7 @@ class PolicyServer:
             obs = parse_observation(body.single, policy.observation_space, field)
             result, used_uri = await self._act_batched((obs, explore, extras))
             results = [result]
-            payload = _single_payload(result, self._count, extras)
+            payload = _single_payload(result, count, extras)
             self.metrics.requests.inc(tags={"shape": "single"})
         self.metrics.count_actions([r.action for r in results])
         if self._capture.settings.enabled:
@@ -359,8 +432,16 @@ class PolicyServer:
             "observation_space": str(policy.observation_space),
             "action_space": str(policy.action_space),
             "replica": self.replica,
-            "capture": self._capture.status(),
+            "capture": self._capture_status(),
         }
+
+    def _capture_status(self) -> dict[str, Any]:
+        """The writer's status; ``written``/``dropped`` count since the replica started."""
+        status = self._capture.status()
+        status["current_writer"] = {"written": status["written"], "dropped": status["dropped"]}
+        status["written"] += self._capture_totals["written"]
+        status["dropped"] += self._capture_totals["dropped"]
+        return status
 
 
 app = PolicyServer.bind()

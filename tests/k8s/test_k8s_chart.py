@@ -232,7 +232,9 @@ def test_rayservice_serve_config_follows_the_shipped_serve_config(rendered: dict
     assert dep["user_config"]["allowed_prefixes"] == ["s3://rlops/experiments/"]
     assert "num_replicas" not in dep  # autoscaled: Serve refuses num_replicas with autoscaling_config
     assert dep["autoscaling_config"]["min_replicas"] == 2
-    assert config["http_options"] == {"host": "0.0.0.0", "port": 8000}
+    # host/port set by the chart; the idle/request limits come from the shipped config (issue 14).
+    assert config["http_options"] == {**shipped["http_options"], "host": "0.0.0.0", "port": 8000}
+    assert config["http_options"]["keep_alive_timeout_s"] == 5
 
 
 def test_rayservice_zero_downtime_settings(rendered: dict[str, Rendered]) -> None:

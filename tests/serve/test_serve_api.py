@@ -99,7 +99,8 @@ BAD_JSON = [
     ({"observations": []}, 422, "too_short"),
     ({"observations": [[1]] * 1025}, 413, "too_large"),
     ({"observations": [[1], [7]]}, 422, "range"),
-    ({"state": [1], "deterministic": "maybe"}, 422, "bool_parsing"),
+    ({"state": [1], "deterministic": "maybe"}, 422, "type"),
+    ({"state": [1], "return_probs": "true"}, 422, "type"),
     ([1, 2], 400, "invalid_json"),
 ]
 

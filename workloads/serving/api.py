@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 MAX_BATCH = 1024  # observations per batch request; a larger body is rejected with 413
 MAX_OBS_VALUES = 4096  # numbers per observation
+MAX_ECHO_CHARS = 100  # the most of a client's input (a key, a value) any error message repeats
+MAX_MESSAGE_CHARS = 500
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # strict: true/false are not numbers
 Observation = Number | list[Number] | list[list[Number]]
@@ -22,14 +24,22 @@ class RequestError(Exception):
     """A client error: HTTP status, a short machine-readable kind, and a message naming the problem."""
 
     def __init__(self, status: int, kind: str, message: str, field: str | None = None) -> None:
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.status = status
         self.kind = kind
         self.message = message
-        self.field = field
+        self.field = None if field is None else clip(field, MAX_ECHO_CHARS)
 
     def body(self) -> dict[str, Any]:
         return {"error": {"kind": self.kind, "message": self.message, "field": self.field}}
+
+
+def clip(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (marked), so an error never echoes input unbounded."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters]"
 
 
 class ActRequest(BaseModel):
@@ -45,8 +55,8 @@ class ActRequest(BaseModel):
     observations: list[Observation] | None = Field(
         None, min_length=1, max_length=MAX_BATCH, description="A batch of observations."
     )
-    deterministic: bool = Field(False, description="Greedy action instead of a sample from the policy.")
-    return_probs: bool = Field(
+    deterministic: StrictBool = Field(False, description="Greedy action instead of a sample from the policy.")
+    return_probs: StrictBool = Field(
         False, description="Add probabilities, log-prob, action distribution inputs and the value estimate."
     )
 

@@ -170,6 +170,20 @@ authOptions:
   value: "1"
 - name: RAY_SERVE_ENABLE_HA_PROXY
   value: "1"
+{{- with .Values.serve.haproxy }}
+- name: RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S
+  value: {{ .clientTimeoutS | quote }}
+- name: RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S
+  value: {{ .serverTimeoutS | quote }}
+- name: RAY_SERVE_HAPROXY_MAXCONN
+  value: {{ .maxconn | quote }}
+{{- if .hardened }}
+- name: RAY_SERVE_HAPROXY_BINARY_PATH
+  value: /home/ray/rlops/workloads/serving/haproxy-hardened
+- name: RLOPS_HAPROXY_HTTP_REQUEST_TIMEOUT_S
+  value: {{ .httpRequestTimeoutS | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- with .Values.serve.env }}
 {{ toYaml . }}
