@@ -718,9 +718,15 @@ class _Step:
         )
         metric = f" ({r.metric.name}={r.metric.value:g})" if r.metric else ""
         how = "found on" if applied_by_someone else "applied to"
+        note = ""
+        if self.spec.require_improvement and previous is None:
+            note = " (requireImprovement not evaluated: nothing was live to compare with)"
         self.decide(
             Decision(
-                DecisionKind.APPLIED, Reason.APPLIED, f"{uri}{metric} {how} {self.target.describe()}", uri
+                DecisionKind.APPLIED,
+                Reason.APPLIED,
+                f"{uri}{metric} {how} {self.target.describe()}{note}",
+                uri,
             )
         )
 
