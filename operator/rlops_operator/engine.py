@@ -774,10 +774,10 @@ class _Step:
     def succeed(self, elapsed: float, endpoint_checked: bool, detail: str) -> None:
         r = self.end_rollout()
         uri = r.checkpoint_uri
-        if self.st.live is not None and not same_uri(self.st.live.checkpoint_uri, uri):
+        if r.previous is not None and not same_uri(r.previous.checkpoint_uri, uri):
+            self.st.previous = r.previous  # what really served when the candidate was applied
+        elif self.st.live is not None and not same_uri(self.st.live.checkpoint_uri, uri):
             self.st.previous = self.st.live
-        elif r.previous is not None:
-            self.st.previous = r.previous
         self.st.live = checkpoint_record(
             uri, r.metric, experiment=r.experiment, trial_id=r.trial_id, since=self.iso()
         )
