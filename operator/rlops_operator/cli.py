@@ -169,7 +169,10 @@ def watch(
     typer.echo(f"{_stamp()} watching {pointer} every {poll_interval:g} s -> {engine.target.describe()}")
     finished: list[str] = []
 
+    last: dict[str, Any] = {}
+
     def enough(status: dict[str, Any], decisions: list[Decision]) -> bool:
+        last["status"] = status
         ends = (DecisionKind.PROMOTED, DecisionKind.ROLLED_BACK, DecisionKind.FAILED)
         finished.extend(d.kind for d in decisions if d.kind in ends)
         return bool(max_rollouts) and len(finished) >= max_rollouts
@@ -178,6 +181,11 @@ def watch(
         loop.run(engine, on_decision=_printer({}), until=enough, deadline_s=duration or None)
     except KeyboardInterrupt:
         typer.echo("stopped")
+        _undo(engine, last.get("status"), Reason.ABORTED, "watch stopped mid-rollout")
+    except Exception as exc:  # never a traceback, never an unverified candidate left applied
+        typer.echo(f"{_stamp()} error: {type(exc).__name__}: {exc}", err=True)
+        _undo(engine, last.get("status"), Reason.ABORTED, f"{type(exc).__name__}: {exc}")
+        sys.exit(1)
 
 
 @app.command()
