@@ -498,3 +498,22 @@ def test_hand_edit_is_reported_and_rollback_restores_it(scenario: Any, ckpt_root
     st = sc.wait(lambda st: st.get("phase") == "RolledBack", "a rollback")
     assert sc.served() == hand and st["live"]["checkpointUri"] == hand
     assert sc.event_reasons().count("Drift") == 1
+
+
+def test_pause_mid_rollout_still_rolls_back(scenario: Any, kube: EmulatedCluster) -> None:
+    """Class 11: pausing stops new promotions, not the rollback of a failed rollout in flight."""
+    sc = scenario(rolloutTimeoutSeconds=5)
+    sc.wait(lambda st: st.get("phase") == "Live", "the initial checkpoint to be live")
+    checkpoints.write_pointer(sc.pointer, sc.b)
+    sc.wait(lambda st: st.get("phase") == "Verifying", "the rollout to be in flight")
+    kube.request("PATCH", rollout_path(NS, sc.name), {"spec": {"paused": True}})
+    sc.kuberay(healthy=False, app_status="DEPLOY_FAILED")
+    wait_for(lambda: sc.served() == sc.a, 30, what="A restored although the rollout is paused")
+    st = sc.wait(lambda st: st.get("phase") == "Paused", "the pause to take effect after the rollback")
+    assert st["live"]["checkpointUri"] == sc.a and "rollout" not in st
+    c = make_checkpoint(sc.root, f"{sc.name}-c", "trial_c", 8.0)
+    checkpoints.write_pointer(sc.pointer, c)  # paused: not promoted
+    wait_for(lambda: {"RolledBack", "Paused"} <= set(sc.event_reasons()), 10, what="the Events")
+    assert sc.served() == sc.a and len(sc.spec_patches()) == 2
+    kube.request("PATCH", rollout_path(NS, sc.name), {"spec": {"paused": False}})
+    wait_for(lambda: sc.served() == c, 30, what="C applied once resumed")
