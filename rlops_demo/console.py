@@ -40,6 +40,12 @@ def summary_table(summary: dict[str, Any], rounds: list[Any]) -> Table:
     table.add_row(
         "episodes (goal rate after rollout)", f"{summary['episodes']} ({summary['goal_rate_after_rollout']})"
     )
+    for i, rollout in enumerate(summary.get("rollouts") or [], 1):
+        stages = " -> ".join(
+            f"{s.get('stage') or s['name']}" + (f" {100 * s['weight']:g}%" if s["name"] != "shadow" else "")
+            for s in rollout.get("stages", [])
+        )
+        table.add_row(f"rollout {i} ({rollout.get('strategy', '')})", f"{rollout['outcome']}: {stages}")
     return table
 
 
@@ -51,4 +57,6 @@ def print_summary(
     say(console, f"storage root: {storage_root}")
     for r in rounds:
         say(console, f"{r.name} checkpoint: {r.checkpoint_uri}")
+    for i, rollout in enumerate(summary.get("rollouts") or [], 1):
+        say(console, f"rollout {i} of {rollout['challenger']}: {rollout['outcome']} ({rollout['reason']})")
     say(console, f"report: {report}")

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlops_demo.load import LoadStats
+from rlops_demo.load import SLOTS, LoadStats
+
+SLOT_COLORS = {"champion": "tab:blue", "challenger": "tab:orange", "mixed": "tab:gray"}
+EVENT_COLORS = {"abort": "tab:red", "promote": "tab:green"}
 
 
 @dataclass
@@ -64,6 +67,137 @@ def plot_timeline(stats: LoadStats, marks: dict[str, float], path: Path) -> Path
     return path
 
 
+def _binned_means(points: list[tuple[float, float]], width: float) -> tuple[list[float], list[float]]:
+    """Mean of the values per ``width``-second bin (bins without points left out), at the bin centres."""
+    bins: dict[int, list[float]] = {}
+    for t, value in points:
+        bins.setdefault(int(t // width), []).append(value)
+    xs: list[float] = []
+    ys: list[float] = []
+    for k in sorted(bins):
+        if xs and k - 1 not in bins:  # a gap (the slot had no episodes): break the line there
+            xs.append(float("nan"))
+            ys.append(float("nan"))
+        xs.append((k + 0.5) * width)
+        ys.append(sum(bins[k]) / len(bins[k]))
+    return xs, ys
+
+
+def plot_progressive(
+    stats: LoadStats, events: list[tuple[float, str, str]], path: Path, bin_seconds: float = 5.0
+) -> Path:
+    """The challenger's weight and each slot's online return over time, with promotions and aborts marked.
+
+    ``events``: ``(t, label, kind)`` on the load's clock; ``kind`` ``abort`` is drawn red, ``promote``
+    green, anything else gray. Without a challenger slot (the ``Replace`` strategy) the weight panel
+    shows the swaps of the live checkpoint, and every episode counts as the champion's of its time.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_w, ax_r) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, height_ratios=[1, 2])
+    states = sorted(stats.slot_states, key=lambda s: s.t)
+    end = max([e.finished for e in stats.episodes] + [s.t for s in states] + [1.0])
+    if states:
+        times = [s.t for s in states] + [end]
+        weights = [s.weight if s.mode == "canary" else 0.0 for s in states]
+        ax_w.step(times, [*weights, weights[-1]], where="post", color="tab:orange", label="challenger weight")
+        for s, nxt in zip(states, times[1:], strict=False):
+            if s.mode == "shadow":
+                ax_w.axvspan(s.t, nxt, color="tab:purple", alpha=0.15, lw=0)
+        ax_w.plot([], [], color="tab:purple", alpha=0.3, lw=6, label="shadow (logged, never returned)")
+    else:
+        for t, uri in stats.live_checkpoints[1:]:
+            ax_w.axvline(t, color="tab:orange")
+            ax_w.annotate(
+                f"Replace: 100% to {Path(uri).name}", (t, 0.5), fontsize=7, rotation=90, va="center"
+            )
+    ax_w.set_ylim(-0.05, 1.1)
+    ax_w.set_ylabel("challenger share")
+    if states:
+        ax_w.legend(loc="upper left", fontsize=8)
+
+    by_slot: dict[str, list[tuple[float, float]]] = {}
+    for e in stats.episodes:
+        by_slot.setdefault(e.policy or "champion", []).append((e.finished, e.total_return))
+    for slot in (*SLOTS, "mixed"):
+        points = by_slot.get(slot, [])
+        if not points:
+            continue
+        color = SLOT_COLORS[slot]
+        ax_r.scatter([t for t, _ in points], [r for _, r in points], s=4, alpha=0.15, color=color)
+        xs, ys = _binned_means(points, bin_seconds)
+        ax_r.plot(xs, ys, color=color, marker="o", ms=3, label=f"{slot}: mean return per {bin_seconds:g} s")
+    ax_r.set_ylabel("episode return (production)")
+    ax_r.set_xlabel("seconds since load started")
+    ax_r.legend(loc="lower left", fontsize=8)
+    for t, label, kind in events:
+        color = EVENT_COLORS.get(kind, "gray")
+        for ax in (ax_w, ax_r):
+            ax.axvline(t, linestyle="--", color=color, lw=1.5 if kind in EVENT_COLORS else 1)
+        ax_r.annotate(
+            label,
+            (t, 0.98),
+            xycoords=ax_r.get_xaxis_transform(),
+            rotation=90,
+            fontsize=7,
+            va="top",
+            color=color,
+        )
+    fig.suptitle("Progressive delivery: challenger weight and online return per slot")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _slot_cell(stage: dict[str, Any], slot: str, fmt: Any) -> str:
+    episodes = (stage.get("episodes") or {}).get(slot)
+    mean = (stage.get("mean_return") or {}).get(slot)
+    return f"{slot} {fmt(episodes)} ep, mean {fmt(mean)}"
+
+
+def rollouts_table(rollouts: list[dict[str, Any]]) -> str:
+    """An HTML table of the rollouts: outcome, reason, and per stage the weight and per-slot returns."""
+    if not rollouts:
+        return "<p><em>no rollouts</em></p>"
+
+    def fmt(value: Any) -> str:
+        return (
+            "-" if value is None else f"{value:.2f}" if isinstance(value, float) else html.escape(str(value))
+        )
+
+    rows = []
+    for r in rollouts:
+        stages = "<br>".join(
+            f"{html.escape(str(s.get('stage') or s['name']))} @ {fmt(s.get('weight'))}: "
+            + ", ".join(_slot_cell(s, slot, fmt) for slot in SLOTS)
+            for s in r.get("stages", [])
+        )
+        ope = r.get("off_policy_estimate") or {}
+        champion_mean = ope.get("championMean", ope.get("champion_mean"))
+        ope_text = (
+            f"{fmt(ope.get('estimate'))} vs champion {fmt(champion_mean)}, "
+            f"ESS {fmt(ope.get('ess'))}, trustworthy: {fmt(ope.get('trustworthy'))}"
+            if ope
+            else "-"
+        )
+        style = ' style="color:#b00"' if r.get("outcome") == "aborted" else ""
+        rows.append(
+            f"<tr><td><code>{html.escape(str(r.get('challenger')))}</code></td>"
+            f"<td>{fmt(r.get('challenger_training_metric'))}</td><td{style}><b>{fmt(r.get('outcome'))}</b></td>"
+            f"<td>{fmt(r.get('reason'))}</td><td>{stages}</td><td>{ope_text}</td></tr>"
+        )
+    return (
+        '<table border="1" cellpadding="4"><tr><th>challenger</th><th>training metric</th><th>outcome</th>'
+        "<th>reason</th><th>stages (weight: episodes and mean online return per slot)</th>"
+        "<th>off-policy estimate</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
 IMAGES = "images"
 
 
@@ -98,7 +232,13 @@ def _figure(title: str, link: str | None, width: int, missing: str) -> str:
     )
 
 
-def write_html(summary: dict[str, Any], rounds: list[RoundSummary], timeline_png: Path, path: Path) -> Path:
+def write_html(
+    summary: dict[str, Any],
+    rounds: list[RoundSummary],
+    timeline_png: Path,
+    path: Path,
+    progressive_png: Path | None = None,
+) -> Path:
     """A self-contained report folder: ``path`` plus ``images/`` beside it, linked relatively.
 
     The training curves (wherever training wrote them, local or S3) and the rollout timeline are
@@ -117,6 +257,17 @@ def write_html(summary: dict[str, Any], rounds: list[RoundSummary], timeline_png
         900,
         f"the rollout timeline could not be read from {timeline_png}",
     )
+    progressive = (
+        _figure(
+            "Challenger weight and online return per slot",
+            copy_image(progressive_png, report_dir, "progressive"),
+            900,
+            f"the progressive-delivery plot could not be read from {progressive_png}",
+        )
+        if progressive_png is not None
+        else ""
+    )
+    rollouts = rollouts_table(summary.get("rollouts") or [])
     curves = "".join(
         _figure(
             r.name,
@@ -135,6 +286,7 @@ pre {{ white-space: pre-wrap; overflow-wrap: anywhere }} img {{ max-width: 100% 
 <h2>Training rounds</h2>
 <table border="1" cellpadding="4"><tr><th>round</th><th>best mean return</th><th>promoted</th>
 <th>seconds</th><th>checkpoint</th></tr>{rows}</table>
+<h2>Rollouts: stages, weights and online return per slot</h2>{rollouts}{progressive}
 <h2>Rollout</h2>{timeline}
 <h2>Summary</h2><pre>{html.escape(json.dumps(summary, indent=2))}</pre>
 <h2>Training curves</h2>{curves}

@@ -17,16 +17,26 @@ from rlops_core.serve_client import ServeClient, ServeError, get_json
 SERVE_CONFIG = Path(__file__).resolve().parents[1] / "workloads" / "serve_config.yaml"
 
 
-def serve_config(checkpoint_uri: str, port: int, app: str = "corridor") -> dict[str, Any]:
+def serve_config(
+    checkpoint_uri: str, port: int, app: str = "corridor", decision_log_root: str | None = None
+) -> dict[str, Any]:
     """The shipped serveConfigV2 with ``checkpoint_uri`` set and the proxy on ``127.0.0.1:port``.
 
     The shipped ``http_options`` limits (idle keep-alive, request deadline) are kept.
+    ``decision_log_root``: progressive delivery's decision logs go under this storage root
+    (``user_config.decision_log.root``, docs/progressive.md); None leaves the shipped setting.
     """
     config = copy.deepcopy(yaml.safe_load(SERVE_CONFIG.read_text()))
     for application in config["applications"]:
         if application["name"] == app:
             for deployment in application.get("deployments", []):
-                deployment.setdefault("user_config", {})["checkpoint_uri"] = checkpoint_uri
+                user_config = deployment.setdefault("user_config", {})
+                user_config["checkpoint_uri"] = checkpoint_uri
+                if decision_log_root is not None:
+                    user_config["decision_log"] = {
+                        **user_config.get("decision_log", {}),
+                        "root": decision_log_root,
+                    }
     # Keep the shipped limits (keep_alive_timeout_s, request_timeout_s); only the listener moves.
     config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}
     return config

@@ -3,6 +3,11 @@
 The real main job (``python -m rlops_demo``, its defaults except a shorter second round, its own Ray
 cluster on free loopback ports) runs twice into one output folder. Before run folders existed, the
 second run resumed the first's storage, found the channel already at round 2 and exited 1.
+
+The first run uses today's ``Replace`` flow (``--replace``, two rounds); the second the demo's default,
+which is the progressive-delivery story once ``rlops_demo.strategy.PROGRESSIVE_READY`` is on (three
+rounds: round 2 promoted through shadow, gate and canary; round 3, trained on the wrong simulator,
+aborted while round 2 keeps serving). Either way each run's summary says which it ran.
 """
 
 from __future__ import annotations
@@ -39,10 +44,22 @@ def _demo(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _check_finished(run: rundir.RunDir) -> dict:
     summary = json.loads(run.summary.read_text())
     assert summary["requests_failed"] == 0
-    assert [r["name"] for r in summary["rounds"]] == ["round-1", "round-2"]
-    assert all(r["promoted"] for r in summary["rounds"])
+    rounds = summary["rounds"]
+    rollouts = summary["rollouts"]
+    if summary["strategy"] == "Replace":
+        assert [r["name"] for r in rounds] == ["round-1", "round-2"]
+        assert [r["outcome"] for r in rollouts] == ["promoted"]
+    else:
+        assert [r["name"] for r in rounds] == ["round-1", "round-2", "round-3"]
+        assert [r["outcome"] for r in rollouts] == ["promoted", "aborted"]
+        assert rounds[2]["metric"] > rounds[1]["metric"]  # the old metric gate would have promoted it
+        assert [s["name"] for s in rollouts[0]["stages"]][-1] == "full"
+        aborted = rollouts[1]
+        assert aborted["challenger"] == rounds[2]["checkpoint_uri"] and aborted["reason"]
+    assert rollouts[0]["challenger"] == rounds[1]["checkpoint_uri"]
+    assert all(r["promoted"] for r in rounds)
     live = [uri for _, uri in summary["live_checkpoints"]]
-    assert live[-1] == summary["rounds"][1]["checkpoint_uri"]
+    assert live[-1] == rounds[1]["checkpoint_uri"]
     assert summary["rounds"][1]["checkpoint_uri"].startswith(str(run.storage))
     srcs = image_sources(run.report.read_text())
     assert srcs and all((run.path / src).is_file() for src in srcs)
@@ -52,7 +69,7 @@ def _check_finished(run: rundir.RunDir) -> dict:
 @pytest.mark.slow
 def test_demo_runs_twice_in_the_same_folder(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    first = _demo(out, *SMALL)
+    first = _demo(out, *SMALL, "--replace")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     second = _demo(out, *SMALL)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]

@@ -1,0 +1,82 @@
+"""The demo's progressive-delivery strategy, and the one place that hands it to ``rlops-rollout watch``.
+
+``PROGRESSIVE_READY`` is the switch: while the Serve app and the engine/CLI wiring of progressive
+delivery (issue 11) are not both in, the demo runs today's ``Replace`` flow (two rounds, all at once).
+Flip it (or pass ``--progressive``) once ``rlops-rollout watch`` takes the strategy and writes its
+status; ``engine_args`` is the only code that knows the CLI's flags for that.
+
+The strategy is ``spec.strategy`` of a PolicyRollout (docs/progressive.md), scaled to a demo: short
+holds and small minimum episode counts so the whole run stays under 8 minutes on two cores, and
+``settleSeconds`` a few seconds above the decision writer's flush interval (2 s).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROGRESSIVE_READY = False  # the switch: True once Serve + engine/CLI progressive wiring has landed
+
+DECISION_FLUSH_SECONDS = 2.0  # workloads/serving/decision_writer.py: DecisionWriterSettings.flush_seconds
+
+DEMO_STRATEGY: dict[str, Any] = {
+    "type": "Progressive",
+    "settleSeconds": DECISION_FLUSH_SECONDS + 3.0,
+    "shadow": {"enabled": True, "minEpisodes": 300, "maxDurationSeconds": 150},
+    # 300 shadow episodes: the estimate's interval is about +-1.5 return units here. The tolerance lets a
+    # clearly better challenger pass on that evidence and still refuses one that is about 4 worse.
+    "offPolicyGate": {
+        "enabled": True,
+        "method": "PDWIS",
+        "confidence": 0.9,
+        "tolerance": 2.0,
+        "minEpisodes": 300,
+        "minEss": 15,
+        "maxWeightShare": 0.25,
+        "bootstrapSamples": 500,
+    },
+    "steps": [
+        {"weight": 0.1, "holdSeconds": 6, "minEpisodes": 12},
+        {"weight": 0.5, "holdSeconds": 6, "minEpisodes": 20},
+        {"weight": 1.0, "holdSeconds": 6, "minEpisodes": 20},
+    ],
+    "analysis": {
+        "confidence": 0.9,
+        "tolerance": 1.0,
+        "minEpisodes": 12,
+        "maxErrorRate": 0.01,
+        "minRequests": 30,
+        "maxStepSeconds": 90,
+    },
+    # An untrustworthy estimate (too few effective episodes) goes on to the canary with a warning: the
+    # canary's online comparison is the backstop. A trustworthy estimate that is too low aborts.
+    "abort": {"onUntrustworthy": "continue", "onInconclusive": "abort"},
+}
+
+
+def write_strategy(path: Path, strategy: dict[str, Any] | None = None) -> Path:
+    """The strategy as YAML (``spec.strategy`` of a PolicyRollout), for the CLI and for the reader."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(strategy or DEMO_STRATEGY, sort_keys=False))
+    return path
+
+
+def engine_args(strategy_file: Path, status_file: Path) -> list[str]:
+    """Extra ``rlops-rollout watch`` arguments for a progressive rollout (adapt here to the CLI's surface)."""
+    return ["--strategy-file", str(strategy_file), "--status-file", str(status_file)]
+
+
+def read_progressive(status_file: Path) -> dict[str, Any] | None:
+    """``status.progressive`` from the engine's status file (None: not written yet, or no progressive state).
+
+    A half-written file (the engine rewrites it every poll) reads as None; the caller polls again.
+    """
+    try:
+        status = json.loads(status_file.read_text())
+    except (OSError, ValueError):
+        return None
+    progressive = status.get("progressive") if isinstance(status, dict) else None
+    return progressive if isinstance(progressive, dict) else None
