@@ -393,7 +393,7 @@ def run_demo(demo: Demo) -> dict[str, Any]:
     time.sleep(3.0)  # keep the load on a little after the swap
     stats = demo.stop_load()
     rollouts = [replace_entry(stats, first.checkpoint_uri, second.checkpoint_uri, second.metric, live_at)]
-    events = [(live_at, f"Replace: {Path(second.checkpoint_uri).name} live", "promote")]
+    events = [(live_at, f"Replace: {second.name} live", "promote")]
     marks = {"pointer written": pointer_at, "live": live_at}
     summary = write_outputs(demo, [first, second], stats, marks, rollouts, events)
     if stats.failed:

@@ -67,6 +67,12 @@ def plot_timeline(stats: LoadStats, marks: dict[str, float], path: Path) -> Path
     return path
 
 
+def _short(uri: str) -> str:
+    """A checkpoint URI's experiment (``.../round-2/<trial>/checkpoint_000007`` -> ``round-2``)."""
+    parts = [p for p in uri.rstrip("/").split("/") if p]
+    return parts[-3] if len(parts) >= 3 else (parts[-1] if parts else uri)
+
+
 def _binned_means(points: list[tuple[float, float]], width: float) -> tuple[list[float], list[float]]:
     """Mean of the values per ``width``-second bin (bins without points left out), at the bin centres."""
     bins: dict[int, list[float]] = {}
@@ -108,12 +114,10 @@ def plot_progressive(
             if s.mode == "shadow":
                 ax_w.axvspan(s.t, nxt, color="tab:purple", alpha=0.15, lw=0)
         ax_w.plot([], [], color="tab:purple", alpha=0.3, lw=6, label="shadow (logged, never returned)")
-    else:
+    else:  # Replace: all traffic moves at each swap of the live checkpoint
         for t, uri in stats.live_checkpoints[1:]:
-            ax_w.axvline(t, color="tab:orange")
-            ax_w.annotate(
-                f"Replace: 100% to {Path(uri).name}", (t, 0.5), fontsize=7, rotation=90, va="center"
-            )
+            ax_w.step([0.0, t, end], [0.0, 1.0, 1.0], where="post", color="tab:orange")
+            ax_w.annotate(f"Replace: 100% to {_short(uri)}", (t, 0.5), fontsize=7, rotation=90, va="center")
     ax_w.set_ylim(-0.05, 1.1)
     ax_w.set_ylabel("challenger share")
     if states:
@@ -121,12 +125,14 @@ def plot_progressive(
 
     by_slot: dict[str, list[tuple[float, float]]] = {}
     for e in stats.episodes:
-        by_slot.setdefault(e.policy or "champion", []).append((e.finished, e.total_return))
-    for slot in (*SLOTS, "mixed"):
-        points = by_slot.get(slot, [])
-        if not points:
-            continue
-        color = SLOT_COLORS[slot]
+        # Without slots (Replace), each episode belongs to the checkpoint that was live when it ended.
+        key = e.policy or (f"champion {_short(e.checkpoint_uri)}" if e.checkpoint_uri else "champion")
+        by_slot.setdefault(key, []).append((e.finished, e.total_return))
+    palette = iter(["tab:blue", "tab:green", "tab:purple", "tab:brown"])
+    order = [k for k in SLOT_COLORS if k in by_slot] + sorted(k for k in by_slot if k not in SLOT_COLORS)
+    for slot in order:
+        points = by_slot[slot]
+        color = SLOT_COLORS.get(slot) or next(palette, "tab:gray")
         ax_r.scatter([t for t, _ in points], [r for _, r in points], s=4, alpha=0.15, color=color)
         xs, ys = _binned_means(points, bin_seconds)
         ax_r.plot(xs, ys, color=color, marker="o", ms=3, label=f"{slot}: mean return per {bin_seconds:g} s")
