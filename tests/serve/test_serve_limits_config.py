@@ -134,3 +134,12 @@ def test_shipped_serve_config_sets_the_safe_limits() -> None:
     assert http["keep_alive_timeout_s"] <= 15 and http["request_timeout_s"] <= 60
     user = config["applications"][0]["deployments"][0]["user_config"]
     assert user["max_body_bytes"] == 1024 * 1024 and user["body_timeout_s"] == 10
+
+
+def test_demo_deploys_the_shipped_limits() -> None:
+    from rlops_demo.serve_deploy import serve_config
+
+    config = serve_config("file:///tmp/checkpoint", 18080)
+    assert config["http_options"]["host"] == "127.0.0.1" and config["http_options"]["port"] == 18080
+    assert config["http_options"]["keep_alive_timeout_s"] == 5
+    assert config["http_options"]["request_timeout_s"] == 30
