@@ -67,7 +67,7 @@ class DemoSettings:
     rollout_timeout: float = 120.0
     seed: int = 0
     progressive: bool = PROGRESSIVE_READY
-    third_iters: int = 12
+    third_iters: int = 15
     progressive_timeout: float = 300.0
 
     @property
@@ -499,7 +499,7 @@ def main(
         help="Progressive delivery (shadow, off-policy gate, canary; round 3 on a wrong simulator) "
         "or today's all-at-once Replace with two rounds.",
     ),
-    third_iters: int = typer.Option(12, min=1, help="Training iterations of round 3 (progressive only)."),
+    third_iters: int = typer.Option(15, min=1, help="Training iterations of round 3 (progressive only)."),
     progressive_timeout: float = typer.Option(
         300.0, min=1, help="Seconds to wait for one progressive rollout to be promoted or aborted."
     ),

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 import time
@@ -463,3 +464,63 @@ def test_slot_returns_window_is_half_open(seconds: float) -> None:
     assert stats.slot_returns(seconds)["champion"] == {"episodes": 2, "mean_return": 2.0}
     assert stats.slot_returns()["challenger"] == {"episodes": 0, "mean_return": None}
     time.sleep(0)
+
+
+# ------------------------------------------------------------------------- waiting for the engine's verdict
+def _demo(tmp_path: Path, timeout: float = 20.0) -> Any:
+    from rich.console import Console
+
+    from rlops_demo import rundir
+    from rlops_demo.__main__ import Demo, DemoSettings
+
+    settings = DemoSettings(progressive=True, progressive_timeout=timeout)
+    return Demo(settings, rundir.new_run(tmp_path / "out"), out=Console(file=io.StringIO()))
+
+
+def _write_status(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"phase": "Rolling", "progressive": state}))
+    tmp.replace(path)
+
+
+def test_wait_progressive_skips_the_previous_rollout_and_returns_the_verdict(tmp_path: Path) -> None:
+    demo = _demo(tmp_path)
+    _write_status(demo.status_file, _promoted_state())  # round 2's finished rollout is still in the file
+    running = {**_aborted_state(), "outcome": None, "stage": "Shadow", "abortReason": None}
+
+    def engine() -> None:
+        time.sleep(1.0)
+        _write_status(demo.status_file, running)
+        time.sleep(1.0)
+        _write_status(demo.status_file, _aborted_state())
+
+    threading.Thread(target=engine, daemon=True).start()
+    state = demo.wait_progressive("/s/round-3/ckpt")
+    assert state["outcome"] == "aborted" and state["challengerUri"] == "/s/round-3/ckpt"
+    assert demo.progressive_states["/s/round-3/ckpt"] is state
+
+
+def test_wait_progressive_fails_clearly_when_the_engine_exits(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from rlops_demo.__main__ import DemoFailed
+
+    demo = _demo(tmp_path)
+    demo.engine = subprocess.Popen([sys.executable, "-c", "raise SystemExit(2)"], text=True)
+    demo.engine.wait(timeout=30)
+    with pytest.raises(DemoFailed, match=r"engine exited \(code 2\).*/s/round-3/ckpt"):
+        demo.wait_progressive("/s/round-3/ckpt")
+
+
+def test_wait_progressive_times_out_saying_where_it_stood(tmp_path: Path) -> None:
+    from rlops_demo.__main__ import DemoFailed
+
+    demo = _demo(tmp_path, timeout=1.5)
+    with pytest.raises(
+        DemoFailed, match=r"no progressive status in .*engine-status.json.*--progressive-timeout"
+    ):
+        demo.wait_progressive("/s/round-3/ckpt")
+    _write_status(demo.status_file, {**_aborted_state(), "outcome": None, "stage": "Canary"})
+    with pytest.raises(DemoFailed, match=r"did not finish within 2 s \(stage Canary\)"):
+        demo.wait_progressive("/s/round-3/ckpt")
