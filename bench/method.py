@@ -5,10 +5,14 @@
   compared variants (A B C, A B C, ...), so a change in the machine's load hits every variant alike
   instead of one block of them.
 - **Median and spread**: each point reports the median, min and max of its repeats.
-- **Gate on load**: the 1-minute load average is recorded before every point. A run is ``quiet`` only
-  when it stayed below ``QUIET_LOAD_PER_CORE x cores`` before every single point (0.5 per core:
-  on 2 cores a load of 1.0 means one core's worth of other work, which would take the CPU a
-  server or the load generator is measured on).
+- **Gate on load**: the 1-minute load average is recorded at the start and before every point, and so
+  is the CPU time that other work (everything but this process and its descendants) used during a
+  short idle window right before each point. A run is ``quiet`` only when the 1-minute load average was below
+  ``QUIET_LOAD_PER_CORE x cores`` when it started and every idle window was below ``QUIET_BUSY_CORES``
+  cores busy. 0.5 per core: on 2 cores a load of 1.0 means one core's worth of other work, which would
+  take the CPU a server or the load generator is measured on. The per-point check cannot use the load
+  average itself: it is a one-minute moving average, so it still carries the benchmark's own previous
+  point (wrk and a busy server alone push it to 2-3 on 2 cores).
 - **Pinning** (optional, recorded): the load generator on one CPU set and every server on the other,
   the same for every variant, via ``taskset``.
 
@@ -34,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = 2
 MIN_REPEATS = 3
 QUIET_LOAD_PER_CORE = 0.5
+QUIET_BUSY_CORES = 0.5  # CPU used by other work (in cores) during the idle window before a point
+IDLE_WINDOW_S = 1.5
 
 
 def cores() -> int:
@@ -48,6 +54,46 @@ def quiet_threshold(n_cores: int | None = None) -> float:
 def load_average() -> list[float]:
     """The 1, 5 and 15-minute load averages, rounded."""
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def _cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from ``/proc/stat``."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def _tree_jiffies(root: int) -> dict[int, float]:
+    """CPU time (utime + stime, in jiffies) of ``root`` and its descendants, by pid."""
+    out = {}
+    for pid in process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = float(fields[11]) + float(fields[12])
+    return out
+
+
+def cpu_busy(seconds: float = IDLE_WINDOW_S) -> float:
+    """How many cores' worth of CPU *other* work used during the next ``seconds``.
+
+    Everything on the machine (``/proc/stat``) minus this process and its descendants (the benchmark's
+    own Ray heads, replicas, bare server and load generator), so idle daemons of the benchmark do not
+    count against the machine being quiet.
+    """
+    me = os.getpid()
+    busy0, total0 = _cpu_times()
+    own0 = _tree_jiffies(me)
+    time.sleep(seconds)
+    busy1, total1 = _cpu_times()
+    own1 = _tree_jiffies(me)
+    if total1 <= total0:
+        return 0.0
+    own = sum(max(own1[pid] - own0.get(pid, 0.0), 0.0) for pid in own1)
+    other = max(busy1 - busy0 - own, 0.0)
+    return round(cores() * other / (total1 - total0), 3)
 
 
 def machine_info() -> dict[str, Any]:
@@ -209,11 +255,15 @@ class Run:
     git: dict[str, Any] = field(default_factory=git_info)
     points: list[dict[str, Any]] = field(default_factory=list)
     threshold: float = field(default_factory=quiet_threshold)
+    busy_threshold: float = QUIET_BUSY_CORES
+    load_at_start: list[float] = field(default_factory=load_average)
 
     def measure(
         self, variant: str, point: str, repeat: int, fn: Callable[[], dict[str, Any]]
     ) -> dict[str, Any]:
-        """Record the load, run ``fn`` (one measurement of ``point`` on ``variant``), keep its values."""
+        """Record the load and the idle-window CPU, run ``fn`` (one measurement of ``point`` on
+        ``variant``), keep its values."""
+        busy = cpu_busy()
         load = load_average()
         started = time.perf_counter()
         values = fn()
@@ -222,6 +272,7 @@ class Run:
             "point": point,
             "repeat": repeat,
             "load_before": load,
+            "cpu_busy_before": busy,
             "seconds": round(time.perf_counter() - started, 2),
             "values": values,
         }
@@ -233,11 +284,17 @@ class Run:
         return max((p["load_before"][0] for p in self.points), default=0.0)
 
     @property
+    def max_busy(self) -> float:
+        return max((p["cpu_busy_before"] for p in self.points), default=0.0)
+
+    @property
     def quiet(self) -> bool:
-        """Every point started below the load threshold, with the full number of repeats."""
+        """Quiet at the start and before every point, with the full number of repeats."""
         if self.repeats < MIN_REPEATS or not self.points:
             return False
-        return all(p["load_before"][0] < self.threshold for p in self.points)
+        if self.load_at_start[0] >= self.threshold:
+            return False
+        return all(p["cpu_busy_before"] < self.busy_threshold for p in self.points)
 
     def summary(self, metrics: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
         """``{variant: {point: {metric: spread}}}`` over the repeats of every point."""
@@ -266,14 +323,31 @@ class Run:
                 "repeats": self.repeats,
                 "order": "interleaved rounds over the variants (A B C, A B C, ...)",
                 "statistic": "median, with the min-max of the repeats",
-                "quiet_rule": f"1-min load average < {QUIET_LOAD_PER_CORE} x cores before every point",
+                "quiet_rule": (
+                    f"1-min load average < {QUIET_LOAD_PER_CORE} x cores at the start, and less than "
+                    f"{self.busy_threshold} cores busy in the {IDLE_WINDOW_S} s idle window before "
+                    "every point"
+                ),
                 "quiet_threshold": self.threshold,
+                "busy_threshold_cores": self.busy_threshold,
             },
             "pinning": self.pinning.as_dict(),
             "quiet": self.quiet,
+            "load_at_start": self.load_at_start,
             "max_load_before": self.max_load,
+            "max_cpu_busy_before": self.max_busy,
             "notes": list(self.notes),
         }
+
+
+def load_sentence(results: dict[str, Any]) -> str:
+    """How loaded the machine was during a run, and the verdict, for the Markdown reports."""
+    verdict = "quiet" if results["quiet"] else "LOADED: not for the README"
+    return (
+        f"1-min load average {results['load_at_start'][0]} at the start (quiet below "
+        f"{results['method']['quiet_threshold']}), at most {results['max_cpu_busy_before']} cores busy in "
+        f"the idle moment before a point (quiet below {results['method']['busy_threshold_cores']}): {verdict}"
+    )
 
 
 def check_repeats(repeats: int, allow_fewer: bool = False) -> int:

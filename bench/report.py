@@ -316,9 +316,11 @@ def problems(results: dict[str, dict[str, Any]]) -> list[str]:
             )
         elif state == "loaded":
             out.append(
-                f"bench/results/{section.name}.json was measured on a loaded machine (1-min load average up "
-                f"to {data.get('max_load_before')} before a point, quiet below "
-                f"{data['method']['quiet_threshold']}): re-run `python -m {section.module}` when it is idle"
+                f"bench/results/{section.name}.json was measured on a loaded machine (1-min load average "
+                f"{(data.get('load_at_start') or ['?'])[0]} at the start, quiet below "
+                f"{data['method']['quiet_threshold']}; up to {data.get('max_cpu_busy_before')} cores busy "
+                f"before a point, quiet below {data['method'].get('busy_threshold_cores')}; or fewer than "
+                f"3 repeats): re-run `python -m {section.module}` when the machine is idle"
             )
     return out
 
@@ -333,7 +335,7 @@ def render(results: dict[str, dict[str, Any]] | None = None) -> tuple[dict[str, 
         if data is None or status(data) == "legacy":
             continue
         state = status(data)
-        load = f"{data['max_load_before']}"
+        load = f"{data['load_at_start'][0]} / {data['max_cpu_busy_before']}"
         for row in section.rows(data):
             row["load"] = load
             row["loaded"] = state != "quiet"
@@ -342,7 +344,8 @@ def render(results: dict[str, dict[str, Any]] | None = None) -> tuple[dict[str, 
             "started_at": data["started_at"],
             "git_commit": data["git"]["commit"][:10],
             "status": state,
-            "max_load_before": data["max_load_before"],
+            "load_at_start": data["load_at_start"][0],
+            "max_cpu_busy_before": data["max_cpu_busy_before"],
             "quiet_threshold": data["method"]["quiet_threshold"],
             "repeats": data["method"]["repeats"],
             "cores": data["machine"]["cores"],
@@ -371,9 +374,9 @@ def to_markdown(rows: list[dict[str, Any]], sources: dict[str, dict[str, Any]]) 
         for name, s in sources.items()
     )
     lines.append(
-        f"Runs: {runs}. *load*: the highest 1-minute load average before any point of the run, on "
-        f"{next(iter(sources.values()))['cores'] if sources else '?'} cores; a run is quiet below "
-        f"{next(iter(sources.values()))['quiet_threshold'] if sources else '?'} before every point. "
+        f"Runs: {runs}. *load*: the 1-minute load average when the run started / the most CPU (in cores) "
+        "anything used in the idle moment before a point; a run is quiet below 0.5 x cores at the start "
+        "and 0.5 cores before every point. "
         "Method and details: `docs/benchmarks.md`, `bench/results/*.md`. Regenerate with `make bench`."
     )
     return "\n".join(lines) + "\n"

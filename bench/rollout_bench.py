@@ -379,8 +379,7 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"{r['started_at']} (commit {r['git']['commit'][:10]}), {r['machine']['cores']} cores "
         f"({r['machine']['model']}), Ray {r['ray']}, poll interval {r['poll_interval_s']} s, corridor PPO "
         f"checkpoints, 1 replica, continuous load (2 client threads). {r['method']['repeats']} interleaved "
-        f"rounds (direct PUT, engine promotion) after a warm-up swap; highest 1-min load average before a "
-        f"point {r['max_load_before']} ({'quiet' if r['quiet'] else 'LOADED: not for the README'}).",
+        f"rounds (direct PUT, engine promotion) after a warm-up swap; {method.load_sentence(r)}.",
         "",
         "| measure | median (min-max) |",
         "|---|---|",
@@ -399,7 +398,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         "Every point (load average before it):",
         "",
         *[
-            f"- round {p['repeat']} {p['variant']}: {p['values']['latency_s']} s; load {p['load_before'][0]}"
+            f"- round {p['repeat']} {p['variant']}: {p['values']['latency_s']} s; "
+            f"load {p['load_before'][0]}, busy {p['cpu_busy_before']}"
             for p in r["points"]
         ],
         "",

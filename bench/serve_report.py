@@ -99,10 +99,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         f"Run at {r['started_at']} (commit {r['git']['commit'][:10]}) on {r['machine']['cores']} cores "
         f"({r['machine']['model']}, {r['machine']['mem_gb']} GB). {r['method']['repeats']} interleaved "
-        f"rounds of {r['duration_s']} s per point after a warm-up; {pinned}. Highest 1-min load average "
-        "before a point: "
-        f"{r['max_load_before']} ({'quiet' if r['quiet'] else 'LOADED: not for the README'}; quiet below "
-        f"{r['method']['quiet_threshold']}). Load generator: {r['load_generator']}.",
+        f"rounds of {r['duration_s']} s per point after a warm-up; {pinned}; "
+        f"{method.load_sentence(r)}. Load generator: {r['load_generator']}.",
         "",
         "| server | req/s @1 | p50 ms @1 | req/s @16 | p50 ms @16 | p99 ms @16 | x bare @16 | cold start s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -136,7 +134,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         v = p["values"]
         lines.append(
             f"- round {p['repeat']} {p['variant']} {p['point']}: {v['rps']} req/s, p50 {v['p50_ms']} ms, "
-            f"p99 {v['p99_ms']} ms, {v['errors']} errors; load {p['load_before'][0]}"
+            f"p99 {v['p99_ms']} ms, {v['errors']} errors; load {p['load_before'][0]}, "
+            f"busy {p['cpu_busy_before']}"
         )
     if r["notes"]:
         lines += ["", "Notes:", *[f"- {n}" for n in r["notes"]]]

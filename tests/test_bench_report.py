@@ -42,18 +42,25 @@ def test_committed_results_are_quiet() -> None:
 
 # ------------------------------------------------------------------------------- synthetic runs
 def _fake_run(name: str, repeats: int, load: float, points: list[tuple[str, str, dict]]) -> method.Run:
-    """A Run whose points were measured through Run.measure with a fixed load average before each."""
-    run = method.Run(name, repeats=repeats, machine={"cores": 2, "model": "test CPU", "mem_gb": 4.0}, git={})
-    run.git = {"commit": "0123456789abcdef" * 2 + "01234567", "dirty": False}
+    """A Run measured through Run.measure on a machine whose load average was ``load`` throughout
+    (and whose idle windows were half as busy, in cores)."""
+    run = method.Run(
+        name,
+        repeats=repeats,
+        machine={"cores": 2, "model": "test CPU", "mem_gb": 4.0},
+        git={"commit": "0123456789abcdef" * 2 + "01234567", "dirty": False},
+        load_at_start=[load, load, load],
+    )
     run.threshold = method.quiet_threshold(2)
-    original = method.load_average
+    originals = method.load_average, method.cpu_busy
     method.load_average = lambda: [load, load, load]  # type: ignore[assignment]
+    method.cpu_busy = lambda seconds=0.0: load / 2  # type: ignore[assignment]
     try:
         for rep in range(repeats):
             for variant, point, values in points:
                 run.measure(variant, point, rep, lambda v=values, r=rep: {**v, **_jitter(v, r)})
     finally:
-        method.load_average = original  # type: ignore[assignment]
+        method.load_average, method.cpu_busy = originals  # type: ignore[assignment]
     return run
 
 
@@ -185,7 +192,7 @@ def test_allow_loaded_marks_rows_and_still_refuses_the_readme(workspace, capsys)
     md = (results / "report.md").read_text()
     training = [line for line in md.splitlines() if line.startswith("| training")]
     serving = [line for line in md.splitlines() if line.startswith("| serving")]
-    assert training and all(line.endswith("7.5 **loaded** |") for line in training)
+    assert training and all(line.endswith("7.5 / 3.75 **loaded** |") for line in training)
     assert serving and not any("**loaded**" in line for line in serving)
     saved = json.loads((results / "report.json").read_text())
     assert saved["readme_updated"] is False and saved["not_in_readme_because"]
@@ -213,7 +220,7 @@ def test_a_quick_run_with_fewer_repeats_never_counts_as_quiet(workspace) -> None
     results, readme = workspace
     _write(results, QUIET)
     data = json.loads((results / "train.json").read_text())
-    run = method.Run("train", repeats=1, machine={"cores": 2}, git={})
+    run = method.Run("train", repeats=1, machine={"cores": 2}, git={}, load_at_start=[0.0] * 3)
     assert not run.quiet
     data["quiet"] = run.quiet
     (results / "train.json").write_text(json.dumps(data))
