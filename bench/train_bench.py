@@ -1,12 +1,14 @@
-"""Time-to-solve through ``train_job`` beside a plain RLlib loop with the same config, in the same run.
+"""Time to solve through ``train_job`` beside a plain RLlib loop with the same config, in the same run.
 
 Cases: the corridor (mean return >= 9.3, tutorial preset) and CartPole-v1 (>= 450, cartpole preset).
-For each repetition the plain loop (``config.build_algo()`` then ``algo.train()`` until the target)
-and ``run_training`` (Tune trial, checkpoints, manifest, pointer, curves PNG) run back to back on the
-same local Ray instance; the order alternates between repetitions. Wall times exclude starting Ray
-and importing RLlib in the driver, which both pay alike.
+The method is ``bench/method.py``'s: a warm-up (one plain-loop iteration, so the first timed point
+pays no first-use costs), then ``--repeats`` rounds of plain loop and ``run_training`` interleaved
+(plain, train_job, plain, train_job, ...), each round with its own seed shared by both modes, the
+load average before every point, medians and min-max. Wall times exclude starting Ray and importing
+RLlib in the driver, which both pay alike; ``train_job`` attempts also record where their time went
+(``workloads.training.runner.phase_timings``).
 
-    python -m bench.train_bench [--reps 2] [--cases corridor,cartpole] [--out bench/results]
+    python -m bench.train_bench [--repeats 3] [--cases corridor,cartpole] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import method
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RATIO_TARGET = 1.25
-CARTPOLE_SOLVE_TARGET_S = 60.0
+SOLVE_TARGET_S = {"cartpole": 60.0}
+MODES = ("plain_loop", "train_job")
+METRICS = ("wall_s", "iterations", "env_steps", "final_return")
+PHASES = ("setup_s", "trial_start_s", "training_s", "tune_shutdown_s", "commit_s", "curves_s")
 
 
 @dataclass(frozen=True)
@@ -43,21 +48,7 @@ CASES = {
 }
 
 
-@dataclass
-class Attempt:
-    """One timed attempt to reach the target."""
-
-    mode: str
-    rep: int
-    wall_s: float
-    solved: bool
-    iterations: int
-    env_steps: int
-    final_return: float | None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _settings(case: Case, storage: str, name: str, seed: int) -> Any:
+def _settings(case: Case, storage: str, name: str, seed: int, max_iters: int | None = None) -> Any:
     from workloads.training.settings import build_settings
 
     return build_settings(
@@ -66,21 +57,26 @@ def _settings(case: Case, storage: str, name: str, seed: int) -> Any:
             "storage": storage,
             "name": name,
             "seed": seed,
-            "stop": {"return": case.target, "iters": case.max_iters, "timesteps": case.max_timesteps},
+            "stop": {
+                "return": case.target,
+                "iters": max_iters or case.max_iters,
+                "timesteps": case.max_timesteps,
+            },
         },
     )
 
 
-def plain_loop(case: Case, rep: int, seed: int) -> Attempt:
+def plain_loop(case: Case, seed: int, max_iters: int | None = None) -> dict[str, Any]:
     """``algo = config.build_algo()``; ``algo.train()`` until the target (same config as train_job)."""
     from workloads.training.tune_setup import build_algo_config
 
-    settings = _settings(case, tempfile.mkdtemp(prefix="bench-plain-"), f"plain-{rep}", seed)
+    limit = max_iters or case.max_iters
+    settings = _settings(case, tempfile.mkdtemp(prefix="bench-plain-"), f"plain-{seed}", seed, limit)
     start = time.perf_counter()
     algo = build_algo_config(settings).build_algo()
     value, steps, iters = None, 0, 0
     try:
-        while iters < case.max_iters and steps < case.max_timesteps:
+        while iters < limit and steps < case.max_timesteps:
             result = algo.train()
             iters = int(result["training_iteration"])
             steps = int(result.get("num_env_steps_sampled_lifetime", 0))
@@ -91,170 +87,182 @@ def plain_loop(case: Case, rep: int, seed: int) -> Attempt:
         wall = time.perf_counter() - start
     finally:
         algo.stop()
-    solved = bool(value is not None and value >= case.target)
-    return Attempt("plain_loop", rep, wall, solved, iters, steps, value)
+    return _attempt(case, wall, iters, steps, value)
 
 
-def via_train_job(case: Case, rep: int, seed: int) -> Attempt:
-    """``run_training`` with the same settings, Tune overhead and the end-of-run commit included."""
-    from workloads.train_job import run_training
+def via_train_job(case: Case, seed: int) -> dict[str, Any]:
+    """``run_training`` with the same settings: Tune, checkpoints, manifest, pointer and curves PNG."""
+    from workloads.training.runner import run_training
 
-    root = tempfile.mkdtemp(prefix="bench-tune-")
-    settings = _settings(case, root, f"bench-{case.name}-{rep}", seed)
+    settings = _settings(case, tempfile.mkdtemp(prefix="bench-tune-"), f"bench-{case.name}-{seed}", seed)
+    phases: dict[str, float] = {}
     start = time.perf_counter()
-    outcome = run_training(settings)
+    outcome = run_training(settings, timings=phases)
     wall = time.perf_counter() - start
     row = outcome.trials[0] if outcome.trials else {}
     final = None if row.get("last_return") is None else float(row["last_return"])
-    return Attempt(
-        "train_job",
-        rep,
-        wall,
-        solved=bool(final is not None and final >= case.target),
-        iterations=int(row.get("iters", 0)),
-        env_steps=int(row.get("steps", 0)),
-        final_return=final,
-        extra={"best_checkpoint_uri": outcome.best_checkpoint_uri, "metric": float(outcome.metric_value)},
-    )
+    attempt = _attempt(case, wall, int(row.get("iters", 0)), int(row.get("steps", 0)), final)
+    attempt.update({k: phases.get(k) for k in PHASES})
+    return attempt
 
 
-def _summary(case: Case, attempts: list[Attempt]) -> dict[str, Any]:
-    out: dict[str, Any] = {"target_return": case.target, "preset": case.preset}
-    for mode in ("plain_loop", "train_job"):
-        rows = [a for a in attempts if a.mode == mode]
-        walls = [a.wall_s for a in rows]
-        out[mode] = {
-            "median_wall_s": round(statistics.median(walls), 2),
-            "min_wall_s": round(min(walls), 2),
-            "all_solved": all(a.solved for a in rows),
-            "median_env_steps": int(statistics.median(a.env_steps for a in rows)),
-            "median_iterations": int(statistics.median(a.iterations for a in rows)),
-        }
-    ratio = out["train_job"]["median_wall_s"] / out["plain_loop"]["median_wall_s"]
-    out["ratio_train_job_to_plain"] = round(ratio, 3)
-    out["ratio_target"] = RATIO_TARGET
-    out["ratio_met"] = out["ratio_train_job_to_plain"] <= RATIO_TARGET
-    return out
-
-
-def _machine() -> dict[str, Any]:
-    load = os.getloadavg()
+def _attempt(case: Case, wall: float, iters: int, steps: int, final: float | None) -> dict[str, Any]:
     return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_avg_1_5_15": [round(x, 2) for x in load],
+        "wall_s": round(wall, 3),
+        "iterations": iters,
+        "env_steps": steps,
+        "final_return": final,
+        "solved": bool(final is not None and final >= case.target),
     }
+
+
+def _attempt_fn(mode: str, case: Case, seed: int) -> Any:
+    """One timed attempt of ``mode`` on ``case`` with ``seed`` (both modes of a round share the seed)."""
+    if mode == "plain_loop":
+        return lambda: plain_loop(case, seed)
+    return lambda: via_train_job(case, seed)
+
+
+def summarize_case(case: Case, run: method.Run) -> dict[str, Any]:
+    """Medians and spreads per mode, the ratio of the medians and the targets, for one case."""
+    points = [p for p in run.points if p["point"] == case.name]
+    stats = run.summary([*METRICS, *PHASES])
+    out: dict[str, Any] = {"target_return": case.target, "preset": case.preset}
+    for mode in MODES:
+        out[mode] = stats[mode][case.name]
+    out["all_solved"] = all(p["values"]["solved"] for p in points)
+    out["ratio"] = round(out["train_job"]["wall_s"]["median"] / out["plain_loop"]["wall_s"]["median"], 3)
+    out["ratio_target"] = RATIO_TARGET
+    out["ratio_met"] = out["ratio"] <= RATIO_TARGET
+    if case.name in SOLVE_TARGET_S:
+        out["solve_target_s"] = SOLVE_TARGET_S[case.name]
+        out["solve_target_met"] = bool(
+            out["all_solved"] and out["train_job"]["wall_s"]["median"] < SOLVE_TARGET_S[case.name]
+        )
+    return out
 
 
 def _markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Training benchmark: time to solve",
         "",
-        f"Run at {report['started_at']} on {report['machine']['cpus']} CPUs; "
-        f"{report['reps']} repetitions per mode, medians shown. Load average at start "
-        f"{report['machine']['load_avg_1_5_15']}, at end {report['load_avg_at_end']}.",
+        f"Run at {report['started_at']} (commit {report['git']['commit'][:10]}) on "
+        f"{report['machine']['cores']} cores ({report['machine']['model']}); {report['method']['repeats']} "
+        f"interleaved repeats per mode; {method.load_sentence(report)}.",
         "",
-        "| case | target return | plain RLlib loop (s) | train_job (s) | ratio | ratio target | "
-        "env steps (plain / train_job) | solved |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | target return | plain RLlib loop s | train_job s | ratio of medians | target | solved |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, s in report["cases"].items():
         lines.append(
-            f"| {name} | {s['target_return']} | {s['plain_loop']['median_wall_s']} | "
-            f"{s['train_job']['median_wall_s']} | {s['ratio_train_job_to_plain']} | <= {s['ratio_target']} "
-            f"({'met' if s['ratio_met'] else 'NOT met'}) | {s['plain_loop']['median_env_steps']} / "
-            f"{s['train_job']['median_env_steps']} | "
-            f"{'yes' if s['plain_loop']['all_solved'] and s['train_job']['all_solved'] else 'NO'} |"
+            f"| {name} | {s['target_return']} | {method.fmt_spread(s['plain_loop']['wall_s'], 1)} | "
+            f"{method.fmt_spread(s['train_job']['wall_s'], 1)} | {s['ratio']:.2f} | <= {s['ratio_target']} "
+            f"({'met' if s['ratio_met'] else 'NOT met'}) | {'yes' if s['all_solved'] else 'NO'} |"
         )
-    if "cartpole" in report["cases"]:
-        c = report["cases"]["cartpole"]
-        verdict = "met" if c["cartpole_solve_target_met"] else "NOT met"
-        lines += [
-            "",
-            f"CartPole-v1 solved through train_job in {c['train_job']['median_wall_s']} s "
-            f"(target < {CARTPOLE_SOLVE_TARGET_S:.0f} s: {verdict}).",
-        ]
+    lines += ["", "Where train_job's time goes (median s, min-max):", ""]
+    lines += ["| case | " + " | ".join(p[:-2].replace("_", " ") for p in PHASES) + " |"]
+    lines += ["|---|" + "---|" * len(PHASES)]
+    for name, s in report["cases"].items():
+        cells = [method.fmt_spread(s["train_job"][p], 2) if p in s["train_job"] else "-" for p in PHASES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Points (load before each):", ""]
+    for p in report["points"]:
+        v = p["values"]
+        lines.append(
+            f"- {p['point']} round {p['repeat']} {p['variant']}: {v['wall_s']:.1f} s, "
+            f"{v['iterations']} iters, solved={v['solved']}, load {p['load_before'][0]}, "
+            f"busy {p['cpu_busy_before']}"
+        )
     lines += ["", "Notes:", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)
 
 
-def _plain(value: Any) -> Any:
-    """JSON fallback for numpy scalars and other odd values in results."""
-    return value.item() if hasattr(value, "item") else str(value)
-
-
 def _write(out: Path, report: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(json.dumps(report, indent=2, default=_plain) + "\n")
+    (out / "train.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "train.md").write_text(_markdown(report))
+
+
+NOTES = [
+    "train_job wall time covers Tune's trial actor start (a fresh process importing RLlib and torch, "
+    "then building the algorithm and its env runner), per-iteration checkpoints to storage, Tune's "
+    "shutdown, the manifest (sha256 of every file), the pointer and the training-curves PNG; the plain "
+    "loop builds the algorithm in the already-warm driver.",
+]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, write ``train.json`` and ``train.md``, and return the report."""
     parser = argparse.ArgumentParser(prog="python -m bench.train_bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=method.MIN_REPEATS, help="rounds per case (>= 3)")
+    parser.add_argument("--quick", action="store_true", help="allow fewer repeats (a smoke run, never quiet)")
     parser.add_argument("--cases", default="corridor,cartpole")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS_DIR))
     parser.add_argument("--note", action="append", default=[], help="a note to record with the results")
     args = parser.parse_args(argv)
+    try:
+        repeats = method.check_repeats(args.repeats, allow_fewer=args.quick)
+    except ValueError as exc:
+        parser.error(str(exc))
 
+    if not os.environ.get("RAY_ADDRESS"):  # a local head comes: its token must be set before Ray loads
+        import secrets
+
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
+    cases = [CASES[c.strip()] for c in args.cases.split(",") if c.strip()]
+    run = method.Run("train", repeats=repeats, notes=[*args.note, *NOTES])
+    head = None
+    if not ray.is_initialized():
+        if not os.environ.get("RAY_ADDRESS"):
+            head = _local_head()
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, logging_level="WARNING", log_to_driver=False)
+    try:
+        return _run_cases(args, cases, run)
+    finally:
+        if head is not None:
+            ray.shutdown()
+            head.stop()
+
+
+def _local_head() -> Any:
+    """A local head with one CPU per core (what ``ray.init()`` would give), token auth, in this env."""
+    from bench.heads import start_head
+    from rlops_demo.cluster import LocalRayCluster
+
+    log = Path(tempfile.gettempdir()) / f"rlops-train-bench-{os.getpid()}.log"
+    head = start_head(lambda: LocalRayCluster(num_cpus=method.cores(), log_path=log))
+    os.environ.update(head.client_env())
+    return head
+
+
+def _run_cases(args: argparse.Namespace, cases: list[Case], run: method.Run) -> dict[str, Any]:
+    """Warm up, then the interleaved rounds of every case; write the results after each case."""
     from workloads.envs import register_with_ray
 
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    machine = _machine()
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, logging_level="WARNING", log_to_driver=False)
     register_with_ray()
-    from ray.rllib.algorithms.ppo import PPO  # noqa: F401 - imported once, outside the timings
+    print("[bench] warm-up: one plain-loop iteration", flush=True)
+    plain_loop(cases[0], args.seed, max_iters=1)
 
-    cases = [CASES[c.strip()] for c in args.cases.split(",") if c.strip()]
-    report: dict[str, Any] = {"started_at": started, "machine": machine, "reps": args.reps, "cases": {}}
-    attempts_by_case: dict[str, list[Attempt]] = {}
+    report: dict[str, Any] = {}
     for case in cases:
-        attempts: list[Attempt] = []
-        for rep in range(args.reps):
-            order = (plain_loop, via_train_job) if rep % 2 == 0 else (via_train_job, plain_loop)
-            for runner in order:
-                attempt = runner(case, rep, args.seed + rep)
-                print(
-                    f"[bench] {case.name} rep {rep} {attempt.mode}: {attempt.wall_s:.1f}s "
-                    f"solved={attempt.solved} iters={attempt.iterations} steps={attempt.env_steps}",
-                    flush=True,
-                )
-                attempts.append(attempt)
-        attempts_by_case[case.name] = attempts
-        summary = _summary(case, attempts)
-        if case.name == "cartpole":
-            summary["cartpole_solve_target_s"] = CARTPOLE_SOLVE_TARGET_S
-            tj = summary["train_job"]
-            fast = tj["median_wall_s"] < CARTPOLE_SOLVE_TARGET_S
-            summary["cartpole_solve_target_met"] = bool(tj["all_solved"] and fast)
-        summary["attempts"] = [asdict(a) for a in attempts]
-        report["cases"][case.name] = summary
-        report["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        report["notes"] = [*args.note, "partial: written after each case"]
+        for rep, mode in method.interleaved(MODES, run.repeats):
+            values = run.measure(mode, case.name, rep, _attempt_fn(mode, case, args.seed + rep))
+            print(
+                f"[bench] {case.name} round {rep} {mode}: {values['wall_s']:.1f}s solved={values['solved']} "
+                f"iters={values['iterations']} load_before={run.points[-1]['load_before'][0]}",
+                flush=True,
+            )
+        done = cases[: cases.index(case) + 1]
+        report = {
+            **run.header(),
+            "cases": {c.name: summarize_case(c, run) for c in done},
+            "points": run.points,
+        }
         _write(Path(args.out), report)  # keep what is measured even if a later case fails
-
-    report["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    notes = list(args.note)
-    busiest = max(machine["load_avg_1_5_15"][0], report["load_avg_at_end"][0])
-    if busiest > (machine["cpus"] or 1):
-        notes.append(
-            f"The machine was loaded by other work during the run (1-minute load average up to "
-            f"{busiest:.1f} on {machine['cpus']} CPUs): absolute times are inflated; the ratios compare "
-            "runs made side by side."
-        )
-    notes.append(
-        "train_job wall time covers Tune's trial actor start (a fresh process importing RLlib and torch), "
-        "per-iteration checkpoints to storage, the manifest (sha256 of every file), the pointer and the "
-        "training-curves PNG; the plain loop builds the algorithm in the already-warm driver."
-    )
-    report["notes"] = notes
-    _write(Path(args.out), report)
     print(_markdown(report))
     return report
 

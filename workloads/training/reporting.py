@@ -45,15 +45,23 @@ class ConciseProgress(Callback):
     def __init__(self, max_iters: int | None = None) -> None:
         self.max_iters = max_iters
         self._start = time.monotonic()
+        self.events: dict[str, float] = {}  # first/last trial start, result and end (time.monotonic())
+
+    def _note(self, event: str) -> None:
+        now = time.monotonic()
+        self.events.setdefault(f"first_{event}", now)
+        self.events[f"last_{event}"] = now
 
     def _say(self, text: str) -> None:
         elapsed = time.monotonic() - self._start
         print(f"[{elapsed:6.1f}s] {text}", file=sys.stdout, flush=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._note("trial_start")
         self._say(f"trial {trial.trial_id} started")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._note("result")
         it = result.get("training_iteration")
         of = f"/{self.max_iters}" if self.max_iters else ""
         self._say(
@@ -66,9 +74,11 @@ class ConciseProgress(Callback):
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._note("trial_end")
         self._say(f"trial {trial.trial_id} finished")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._note("trial_end")
         self._say(f"trial {trial.trial_id} FAILED (error file in {trial.path})")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from typing import Any
 
 from rlops_core import storage
@@ -68,28 +70,79 @@ def _tuner(settings: TrainSettings, tstore: Any, callbacks: list[Any]) -> tuple[
     return tuner, False
 
 
-def run_training(settings: TrainSettings) -> finalize.TrainOutcome:
-    """Train, then commit the best checkpoint (manifest, run pointer, gated channel pointer)."""
+def _preload_plotting() -> threading.Thread:
+    """Import matplotlib while Tune trains (the driver idles then), so the curves PNG costs no import."""
+
+    def load() -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot
+        except Exception as exc:  # the PNG step reports its own failure later
+            log.debug("matplotlib preload failed: %s", exc)
+
+    thread = threading.Thread(target=load, name="rlops-preload-matplotlib", daemon=True)
+    thread.start()
+    return thread
+
+
+def phase_timings(started: float, marks: dict[str, float], events: dict[str, float]) -> dict[str, float]:
+    """Seconds per phase of a run, from ``time.monotonic()`` marks and the progress callback's events.
+
+    ``setup`` is connecting and checking; ``trial_start`` is from ``Tuner.fit()`` to the first trial's
+    start (the trial actor's process start, its imports of RLlib and torch, building the algorithm and
+    its env runners); ``training`` is from there to the last trial's end (iterations plus checkpoints);
+    ``tune_shutdown`` is from the last trial's end until ``fit()`` returns; then ``commit``
+    (best checkpoint, manifest, pointers) and ``curves`` (the PNG).
+    """
+    fit_start, fit_end = marks["fit_start"], marks["fit_end"]
+    first = events.get("first_trial_start", fit_start)
+    last = events.get("last_trial_end", first)
+    out = {
+        "setup_s": marks["setup_end"] - started,
+        "trial_start_s": first - fit_start,
+        "training_s": last - first,
+        "tune_shutdown_s": fit_end - last,
+        "commit_s": marks["commit_end"] - fit_end,
+        "curves_s": marks["curves_end"] - marks["commit_end"],
+        "total_s": marks["curves_end"] - started,
+    }
+    return {k: round(max(v, 0.0), 3) for k, v in out.items()}
+
+
+def run_training(settings: TrainSettings, timings: dict[str, float] | None = None) -> finalize.TrainOutcome:
+    """Train, then commit the best checkpoint (manifest, run pointer, gated channel pointer).
+
+    ``timings``, when given, is filled with the seconds per phase (see :func:`phase_timings`).
+    """
+    started = time.monotonic()
+    marks: dict[str, float] = {}
     check_before_ray(settings)
     connect(settings.verbose)
     from workloads.envs import register_with_ray
 
     register_with_ray()
     check_cluster_resources(settings)
+    _preload_plotting()
     # Tune's own tables and banners off: ConciseProgress prints one line per iteration instead.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Snapshot the experiment state (which trial has which checkpoint) at least every 2 s instead of
     # Tune's 10 s minimum, so a killed driver resumes trials from their latest checkpoints.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     tstore = tune_storage(settings.storage)
-    tuner, resumed = _tuner(settings, tstore, [reporting.ConciseProgress(settings.stop.iters)])
+    progress = reporting.ConciseProgress(settings.stop.iters)
+    tuner, resumed = _tuner(settings, tstore, [progress])
+    marks["setup_end"] = time.monotonic()
     print(
         f"{'resuming' if resumed else 'starting'} experiment {settings.name} in {settings.experiment_uri}",
         flush=True,
     )
     if resumed:
         print("  (settings stored with the experiment apply; finished trials are kept)", flush=True)
+    marks["fit_start"] = time.monotonic()
     result_grid = tuner.fit()
+    marks["fit_end"] = time.monotonic()
 
     searched = [SEARCHABLE[k] for k in settings.search_space]
     rows = reporting.trial_rows(result_grid, searched)
@@ -101,7 +154,13 @@ def run_training(settings: TrainSettings) -> finalize.TrainOutcome:
     best = finalize.pick_best(result_grid, tstore.uri_of)
     outcome = finalize.commit(settings, best)
     outcome.trials = [row.__dict__ for row in rows]
+    marks["commit_end"] = time.monotonic()
     outcome.curves_uri = _write_curves(result_grid, settings)
+    marks["curves_end"] = time.monotonic()
+    phases = phase_timings(started, marks, progress.events)
+    print("time: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f}s" for k, v in phases.items()), flush=True)
+    if timings is not None:
+        timings.update(phases)
     return outcome
 
 
