@@ -5,8 +5,8 @@ environment locally, sends the shown state (``{"state": [x]}``, the tutorial's r
 the returned action. A second thread polls ``/metadata`` so the timeline shows which checkpoint was
 live when, and (progressive delivery) the challenger slot's mode and weight.
 
-Progressive delivery (docs/progressive.md): when the endpoint has a challenger slot (its ``/metadata``
-has a ``challenger`` key; or ``episodes=True``), every request also carries the episode's
+Progressive delivery (docs/progressive.md): with ``episodes=True`` (or ``episodes=None`` and an endpoint
+whose ``/metadata`` has a ``challenger`` key), every request also carries the episode's
 ``episode_id``, every step's reward goes to ``POST /feedback`` (``done`` on the last one), and each
 episode records which ``policy`` answered it (``champion``, ``challenger``, or ``mixed`` when a weight
 change moved it mid-episode). Against an older endpoint the requests stay exactly the seed shape.
@@ -101,8 +101,8 @@ def _slot_of(policies: set[str]) -> str:
 class LoadGenerator:
     """Plays corridor episodes from ``workers`` threads until ``stop()``; bounded by ``max_seconds``.
 
-    ``episodes``: send ``episode_id`` and ``POST /feedback`` (True), never (False), or when the
-    endpoint's ``/metadata`` names a ``challenger`` slot at start (None, the default).
+    ``episodes``: send ``episode_id`` and ``POST /feedback`` (True), never (False, the default: the
+    seed request shape), or when the endpoint's ``/metadata`` has a ``challenger`` key at start (None).
     """
 
     def __init__(
@@ -111,7 +111,7 @@ class LoadGenerator:
         workers: int = 4,
         max_seconds: float = 900.0,
         retries: int = 0,
-        episodes: bool | None = None,
+        episodes: bool | None = False,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.workers = workers

@@ -122,10 +122,10 @@ class _Endpoint:
         self.server.server_close()
 
 
-def _play(endpoint: _Endpoint, episodes: int, **kwargs: Any) -> LoadStats:
+def _play(endpoint: _Endpoint, count: int, **kwargs: Any) -> LoadStats:
     load = LoadGenerator(endpoint.url, workers=2, max_seconds=60, **kwargs).start()
     try:
-        wait_for(lambda: len(load.stats.episodes) >= episodes, 30, what=f"{episodes} episodes played")
+        wait_for(lambda: len(load.stats.episodes) >= count, 30, what=f"{count} episodes played")
     finally:
         stats = load.stop()
     return stats
@@ -134,7 +134,7 @@ def _play(endpoint: _Endpoint, episodes: int, **kwargs: Any) -> LoadStats:
 def test_load_sends_episode_ids_and_feedback_when_the_endpoint_has_a_challenger_slot() -> None:
     endpoint = _Endpoint(progressive=True)
     try:
-        stats = _play(endpoint, 20)
+        stats = _play(endpoint, 20, episodes=None)  # detected from /metadata
     finally:
         endpoint.close()
     assert stats.progressive and stats.failed == 0 and endpoint.bad == []
@@ -160,6 +160,18 @@ def test_load_sends_episode_ids_and_feedback_when_the_endpoint_has_a_challenger_
 def test_load_keeps_the_seed_request_shape_without_a_challenger_slot() -> None:
     endpoint = _Endpoint(progressive=False)
     try:
+        stats = _play(endpoint, 10, episodes=None)
+    finally:
+        endpoint.close()
+    assert not stats.progressive and stats.failed == 0
+    assert endpoint.feedback == []
+    assert all(set(a) == {"state"} for a in endpoint.acts)
+    assert {e.policy for e in stats.episodes} == {""}
+
+
+def test_load_keeps_the_seed_request_shape_by_default_even_with_a_slot() -> None:
+    endpoint = _Endpoint(progressive=True)
+    try:
         stats = _play(endpoint, 10)
     finally:
         endpoint.close()
@@ -181,7 +193,7 @@ def test_failed_feedback_counts_as_a_failed_request() -> None:
 
     endpoint.server.RequestHandlerClass.do_POST = refuse_feedback  # type: ignore[method-assign]
     try:
-        stats = _play(endpoint, 3)
+        stats = _play(endpoint, 3, episodes=True)
     finally:
         endpoint.close()
     failed = [r for r in stats.requests if not r.ok]
