@@ -12,11 +12,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .progressive import crd_schema as strategy_schema
 from .status import RolloutStatus
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "charts/rlops/crds/policyrollouts.rlops.io.yaml"
 STATUS_INDENT = 12  # "            status:" inside openAPIV3Schema.properties
-_KEEP = ("type", "description", "enum", "format", "minimum", "maximum", "maxItems", "minItems")
+SPEC_FIELD_INDENT = 16  # "                strategy:" inside spec.properties
+GENERATED_BEGIN = "# generated from rlops_operator.progressive: python -m rlops_operator.crdschema --write"
+GENERATED_END = "# end of generated spec fields"
+LOG_ROOT_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "pattern": "^(s3://[a-z0-9.-]{3,63}(/.*)?|file:///.+|/.+)$",
+    "description": "Storage root of the Serve app's decision logs (progressive strategy). "
+    "Default: the storage root above the pointer.",
+}
+_KEEP = (
+    "type",
+    "description",
+    "enum",
+    "format",
+    "minimum",
+    "maximum",
+    "maxItems",
+    "minItems",
+    "x-kubernetes-preserve-unknown-fields",
+)
 
 
 def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -31,8 +52,9 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         if len(options) != 1:
             raise ValueError(f"cannot express {node} in a structural schema")
         inner = _structural(options[0], defs)
-        if node.get("description"):
-            inner["description"] = node["description"]
+        for key in ("description", "x-kubernetes-preserve-unknown-fields"):
+            if node.get(key):
+                inner[key] = node[key]
         return inner
     if "const" in node:
         node = {**node, "enum": [node["const"]]}
@@ -59,8 +81,7 @@ def status_schema() -> dict[str, Any]:
     return out
 
 
-def render_status_block() -> str:
-    """The YAML lines of ``status:`` as they appear in the CRD file."""
+def _render(block: dict[str, Any], indent: int) -> str:
     import io
 
     from ruamel.yaml import YAML
@@ -70,16 +91,36 @@ def render_status_block() -> str:
     yaml.width = 4096
     yaml.indent(mapping=2, sequence=4, offset=2)
     buf = io.StringIO()
-    yaml.dump({"status": status_schema()}, buf)
-    pad = " " * STATUS_INDENT
+    yaml.dump(block, buf)
+    pad = " " * indent
     return "".join(pad + line if line.strip() else line for line in buf.getvalue().splitlines(True))
 
 
+def render_status_block() -> str:
+    """The YAML lines of ``status:`` as they appear in the CRD file."""
+    return _render({"status": status_schema()}, STATUS_INDENT)
+
+
+def render_spec_fields() -> str:
+    """The generated ``spec`` fields (``logRoot``, ``strategy``), between their marker comments."""
+    pad = " " * SPEC_FIELD_INDENT
+    body = _render({"logRoot": LOG_ROOT_SCHEMA, "strategy": strategy_schema()}, SPEC_FIELD_INDENT)
+    return f"{pad}{GENERATED_BEGIN}\n{body}{pad}{GENERATED_END}\n"
+
+
 def write_crd(path: Path = CRD_PATH) -> None:
-    """Replace the ``status`` block (the last block of the schema) in the CRD file."""
+    """Replace the generated spec fields and the ``status`` block (the last block) in the CRD file."""
     lines = path.read_text().splitlines(True)
     start = next(i for i, line in enumerate(lines) if line.rstrip() == " " * STATUS_INDENT + "status:")
-    path.write_text("".join(lines[:start]) + render_status_block())
+    head = lines[:start]
+    marks = [i for i, line in enumerate(head) if line.strip() in (GENERATED_BEGIN, GENERATED_END)]
+    if len(marks) == 2:
+        head = head[: marks[0]] + head[marks[1] + 1 :]
+        at = marks[0]
+    else:
+        at = len(head)  # first time: the generated fields go last in spec.properties
+    text = "".join(head[:at]) + render_spec_fields() + "".join(head[at:])
+    path.write_text(text + render_status_block())
 
 
 if __name__ == "__main__":

@@ -86,13 +86,28 @@ class DashboardTarget:
     def current_checkpoint(self) -> str | None:
         return self._checkpoint_of(self._config(self._app(self.details())))
 
-    def apply(self, checkpoint_uri: str, lineage: Lineage) -> None:
+    def current_serving(self) -> serveconfig.Serving:
+        """The champion and the challenger slot the deployed config gives the deployment now."""
+        config = self._config(self._app(self.details()))
+        try:
+            return serveconfig.serving_of({"applications": [config]}, self.application, self.deployment)
+        except serveconfig.ServeConfigError as exc:
+            raise TargetError(
+                "InvalidServeConfig", f"{self.describe()}: deployed config unusable: {exc}"
+            ) from None
+
+    def apply_serving(self, serving: serveconfig.Serving, lineage: Lineage) -> None:
+        """Deploy the champion, the challenger slot and the decision-log root in one PUT."""
+        assert serving.checkpoint_uri, "a serving config names a champion"
+        self.apply(serving.checkpoint_uri, lineage, serving)
+
+    def apply(self, checkpoint_uri: str, lineage: Lineage, slots: serveconfig.Serving | None = None) -> None:
         details = self.details()
         self._config(self._app(details))
         apps = details.declarative_configs()
         try:
             new = serveconfig.with_checkpoint_dict(
-                {"applications": apps}, self.application, self.deployment, checkpoint_uri
+                {"applications": apps}, self.application, self.deployment, checkpoint_uri, slots
             )
         except serveconfig.ServeConfigError as exc:
             raise TargetError(

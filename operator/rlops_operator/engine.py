@@ -13,6 +13,7 @@ verified or rolled back.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from typing import Any
 from rlops_core import storage
 
 from . import checks
+from .progressive import COMMAND_ANNOTATION, TERMINAL, ProgressiveState, Transition
+from .progressive_driver import ProgressiveDriver
+from .serveconfig import Serving
 from .spec import RolloutSpec, TargetSpec
 from .status import (
     HISTORY_LIMIT,
@@ -78,6 +82,8 @@ class Decision:
     checkpoint_uri: str | None = None
     warning: bool = False
     duration_s: float | None = None
+    transition: str | None = None  # progressive: Started, Advanced, Promoted, Aborted, RolledBack, ...
+    weight: float | None = None  # progressive: the challenger's share of episodes after the transition
 
 
 @dataclass
@@ -147,20 +153,40 @@ class Engine:
         clock: Callable[[], float] = time.time,
         metadata_probe: Callable[[str], Metadata | None] = probe_metadata,
         target_factory: Callable[[TargetSpec], Target] | None = None,
+        driver: ProgressiveDriver | None = None,
     ) -> None:
         self.spec = spec
         self.target = target
         self.clock = clock
         self.metadata_probe = metadata_probe
         self.target_factory = target_factory
+        # one driver per rollout for the operator's lifetime (it keeps the incremental log reader)
+        self.driver = driver or ProgressiveDriver(
+            lambda _n: spec.log_root, lambda _n: spec.target.application
+        )
+        if driver is not None:
+            driver.point_at(lambda _n: spec.log_root, lambda _n: spec.target.application)
 
     def step(
-        self, status: RolloutStatus | dict[str, Any] | None, hold: HoldRequest | None = None
+        self,
+        status: RolloutStatus | dict[str, Any] | None,
+        hold: HoldRequest | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> StepResult:
-        """Advance by one step; the returned status is the input plus what changed."""
+        """Advance by one step; the returned status is the input plus what changed.
+
+        ``annotations``: the PolicyRollout's annotations (``rlops.io/command``, ``rlops.io/paused``: the
+        manual controls of a progressive rollout, docs/progressive.md).
+        """
         run = _Step(self, RolloutStatus.parse(status))
+        run.annotations = dict(annotations or {})
         run.run(hold)
         return StepResult(run.st, run.decisions)
+
+    def abort_progressive(self, status: RolloutStatus | dict[str, Any], why: str) -> StepResult:
+        """Abort a progressive rollout in progress now: all traffic back to the champion (one update)."""
+        command = {"id": f"abort-{self.clock():.6f}", "action": "abort", "by": "rlops-rollout", "reason": why}
+        return self.step(status, annotations={COMMAND_ANNOTATION: json.dumps(command)})
 
     def abort(self, status: RolloutStatus | dict[str, Any], reason: str, message: str) -> RolloutStatus:
         """Mark the rollout in flight as failed so that the next step rolls it back."""
@@ -192,6 +218,7 @@ class _Step:
         self.st = st
         self.now = engine.clock() if now is None and engine is not None else float(now or 0.0)
         self.decisions: list[Decision] = []
+        self.annotations: dict[str, str] = {}
         self.failed_sources: set[str] = set()
         self.ok_sources: set[str] = set()
 
@@ -327,6 +354,14 @@ class _Step:
                 self.enter_hold(hold)
             self.settle_errors()  # the next pointer read waits for the next step
             return
+        if self.progressive_running():
+            # a hold (pause, conflict) pauses the step's clock; abort rules and commands still apply
+            if not self.backing_off():
+                self.progressive_step(paused=hold is not None)
+            self.settle_errors()
+            return
+        if self.progressive_promoted() and self.annotations_or_command():
+            self.progressive_step(paused=False)  # only commands are judged: undo brings the champion back
         if hold is not None:
             self.enter_hold(hold)
             self.settle_errors()
@@ -610,6 +645,10 @@ class _Step:
             self.error("storage", Reason.CHECK_FAILED, f"checking {uri}: {type(exc).__name__}: {exc}")
             return
         self.ok_sources.add("storage")
+        live = self.st.live
+        if self.spec.progressive and live is not None and not same_uri(live.checkpoint_uri, uri):
+            self.begin_progressive(uri, etag, ptr, candidate, live)
+            return
         self.start_rollout(uri, etag, ptr, candidate)
 
     def refuse_candidate(self, uri: str, etag: str, ptr: PointerRecord | None, exc: checks.Refusal) -> None:
@@ -721,6 +760,8 @@ class _Step:
         note = ""
         if self.spec.require_improvement and previous is None:
             note = " (requireImprovement not evaluated: nothing was live to compare with)"
+        if self.spec.progressive and previous is None:
+            note += " (strategy Progressive: nothing was live to compare with, so it replaced)"
         self.decide(
             Decision(
                 DecisionKind.APPLIED,
@@ -861,3 +902,191 @@ class _Step:
                 "(changed outside the operator), left as is"
             )
         self.decide(Decision(DecisionKind.ROLLED_BACK, failure.reason, msg, uri, warning=True))
+
+    # ------------------------------------------------------------------ progressive delivery
+    def progressive_state(self) -> ProgressiveState | None:
+        raw = self.st.progressive
+        if not raw:
+            return None
+        try:
+            return ProgressiveState.from_status(raw)
+        except ValueError:
+            return None
+
+    def progressive_running(self) -> bool:
+        raw = self.st.progressive
+        return bool(raw) and raw.get("stage") not in TERMINAL
+
+    def progressive_promoted(self) -> bool:
+        raw = self.st.progressive
+        return bool(raw) and raw.get("stage") == "Promoted"
+
+    def annotations_or_command(self) -> bool:
+        from .progressive import COMMAND_ANNOTATION as NOTE
+
+        return bool(self.annotations.get(NOTE)) or self.spec.strategy.command is not None
+
+    def serving_from(self, serving: dict[str, Any]) -> Serving:
+        return Serving(serving["checkpoint_uri"], serving.get("challenger"), self.spec.log_root)
+
+    def apply_serving(self, serving: Serving, rec: CheckpointRecord | RolloutRecord, **extra: str) -> bool:
+        """Make the target serve ``serving`` (one update, only when it differs). False: reported, retried."""
+        apply = getattr(self.target, "apply_serving", None)
+        read = getattr(self.target, "current_serving", None)
+        if apply is None or read is None:
+            self.error(
+                "target",
+                Reason.TARGET_FAILED,
+                f"{self.target.describe()} cannot hold a challenger slot; use strategy type Replace",
+            )
+            return False
+        try:
+            current = self.on_target(read)
+            if current != serving:
+                self.on_target(lambda: apply(serving, self.lineage(rec, **extra)))
+        except TargetError as exc:
+            self.error("target", exc.reason, f"progressive rollout: {exc.message}")
+            return False
+        self.saw_deployed(serving.checkpoint_uri)
+        return True
+
+    def begin_progressive(
+        self,
+        uri: str,
+        etag: str,
+        ptr: PointerRecord | None,
+        candidate: checks.Candidate,
+        live: CheckpointRecord,
+    ) -> None:
+        """A checked candidate and a live champion: start shadow (or the first canary step)."""
+        m = candidate.manifest
+        record = checkpoint_record(
+            uri,
+            Metric(name=m.metric_name, value=m.metric_value),
+            experiment=m.experiment,
+            trial_id=m.trial_id,
+            since=self.iso(),
+        )
+        out = self.engine.driver.begin(self.spec.name, self.spec.strategy, live.checkpoint_uri, uri, self.now)
+        if not self.apply_serving(self.serving_from(out.serving), record, role="challenger"):
+            self.st.pointer = self.pointer_record(uri, etag, PointerOutcome.PENDING, ptr)
+            self.engine.driver.forget(self.spec.name)
+            return
+        self.st.pointer = self.pointer_record(uri, etag, PointerOutcome.ACCEPTED, ptr)
+        self.st.challenger = record
+        self.st.progressive = out.status
+        self.st.phase = Phase.PROMOTING
+        self.condition(ConditionType.REFUSED, False, Reason.ACCEPTED, f"{uri} passed every check")
+        self.condition(
+            ConditionType.PROGRESSING,
+            True,
+            Reason.APPLIED,
+            f"progressive rollout of {uri} against {live.checkpoint_uri} on {self.target.describe()}",
+        )
+        self.report_transitions(out.transitions, uri)
+
+    def progressive_step(self, paused: bool) -> None:
+        """One poll of the progressive rollout: evidence, the state machine, the target, the status."""
+        assert self.st.progressive is not None
+        before = self.st.progressive
+        try:
+            out = self.engine.driver.step(
+                self.spec.name,
+                self.spec.strategy,
+                before,
+                self.now,
+                self.annotations,
+                paused or self.spec.paused,
+            )
+        except ValueError as exc:  # a status the state machine cannot read: say so, keep serving as is
+            self.error("status", Reason.CHECK_FAILED, f"status.progressive unreadable: {exc}")
+            return
+        log_problems = [p for p in out.problems if p.startswith("decision log:")]
+        if log_problems:
+            self.error("storage", Reason.DECISION_LOG_UNREADABLE, "; ".join(log_problems))
+        elif out.evidence is not None:
+            self.ok_sources.add("storage")
+        for problem in out.problems:
+            if problem in log_problems or problem in self.st.reported:
+                continue
+            self.st.reported = [*self.st.reported, problem][-10:]
+            self.decide(
+                Decision(DecisionKind.ERROR, Reason.BAD_CONTROL, problem, warning=True), history=False
+            )
+        state = out.state
+        if state.terminal and not out.transitions:
+            return  # a finished rollout: nothing to serve differently (drift is watched as usual)
+        challenger = self.st.challenger or checkpoint_record(state.challenger_uri, since=self.iso())
+        serving = self.serving_from(out.serving)
+        known = [r for r in (challenger, self.st.live, self.st.previous) if r is not None]
+        rec = next(
+            (r for r in known if same_uri(r.checkpoint_uri, serving.checkpoint_uri)),
+            checkpoint_record(serving.checkpoint_uri or state.champion_uri),
+        )
+        extra = {"challenger": state.challenger_uri} if out.serving.get("challenger") else {}
+        if not self.apply_serving(serving, rec, **extra):
+            return  # the new state is not stored: the same transition is judged again next time
+        self.st.progressive = out.status
+        self.report_transitions(out.transitions, state.challenger_uri)
+        if not out.transitions:
+            return
+        if state.stage == "Promoted" and before.get("stage") != "Promoted":
+            self.progressive_promoted_now(state, challenger)
+        elif state.stage == "Aborted" and before.get("stage") != "Aborted":
+            self.progressive_aborted(state)
+        elif state.stage == "RolledBack" and before.get("stage") != "RolledBack":
+            self.progressive_undone(state)
+
+    def progressive_promoted_now(self, state: ProgressiveState, challenger: CheckpointRecord) -> None:
+        old = self.st.live
+        if old is not None and not same_uri(old.checkpoint_uri, challenger.checkpoint_uri):
+            self.st.previous = old
+        self.st.live = challenger.model_copy(update={"since": self.iso()})
+        self.st.phase = Phase.LIVE
+        uri = challenger.checkpoint_uri
+        self.condition(ConditionType.READY, True, Reason.LIVE, f"{uri} is live")
+        self.condition(ConditionType.PROGRESSING, False, Reason.PROMOTED, f"{uri} promoted progressively")
+        self.condition(ConditionType.HEALTHY, True, Reason.PROMOTED, "last rollout succeeded")
+
+    def progressive_aborted(self, state: ProgressiveState) -> None:
+        reason = (state.abort_reason or "Aborted").split(":", 1)[0]
+        self.st.phase = Phase.ROLLED_BACK
+        msg = f"{state.challenger_uri} aborted: {state.abort_reason}"
+        self.condition(ConditionType.READY, True, Reason.ROLLED_BACK, f"{state.champion_uri} is live")
+        self.condition(ConditionType.PROGRESSING, False, reason, msg)
+        self.condition(ConditionType.HEALTHY, False, reason, msg)
+
+    def progressive_undone(self, state: ProgressiveState) -> None:
+        back = state.previous_champion_uri or state.champion_uri
+        promoted = self.st.live
+        restored = (
+            self.st.previous if self.st.previous and same_uri(self.st.previous.checkpoint_uri, back) else None
+        )
+        self.st.live = (restored or self.record_of(back)).model_copy(update={"since": self.iso()})
+        if promoted is not None and not same_uri(promoted.checkpoint_uri, back):
+            self.st.previous = promoted
+        self.st.phase = Phase.ROLLED_BACK
+        self.condition(ConditionType.READY, True, Reason.ROLLED_BACK, f"{back} is live again (undo)")
+        self.condition(ConditionType.PROGRESSING, False, "ManualUndo", f"undo of {state.challenger_uri}")
+
+    def report_transitions(self, transitions: list[Transition], uri: str) -> None:
+        kinds = {
+            "Promoted": DecisionKind.PROMOTED,
+            "Aborted": DecisionKind.ROLLED_BACK,
+            "RolledBack": DecisionKind.ROLLED_BACK,
+        }
+        for t in transitions:
+            message = (
+                f"{t.from_stage} -> {t.to_stage}: {t.message}" if t.from_stage != t.to_stage else t.message
+            )
+            self.decide(
+                Decision(
+                    kinds.get(t.kind, DecisionKind.PROGRESSED),
+                    t.reason,
+                    message,
+                    uri,
+                    warning=t.warning,
+                    transition=t.kind,
+                    weight=t.weight,
+                )
+            )

@@ -84,6 +84,10 @@ class ProgressiveDriver:
             self.forget(name)
         return StepOutcome(new, transitions, serving_config(new), evidence, problems)
 
+    def point_at(self, log_root: Callable[[str], str], app: Callable[[str], str]) -> None:
+        """Read the logs from another place from now on (a changed ``spec.logRoot`` or application)."""
+        self._log_root, self._app = log_root, app
+
     def forget(self, name: str) -> None:
         """Drop a rollout's in-memory evidence (it ended, or the resource was deleted)."""
         self._collectors.pop(name, None)
@@ -93,7 +97,14 @@ class ProgressiveDriver:
     ) -> EvidenceCollector:
         # a new rollout, or a change in how evidence is read, starts a new collector; other spec changes
         # (paused, command, steps, tolerances) only change the judgement
-        key = (state.started_at, state.challenger_uri, spec.settle_seconds, spec.off_policy_gate)
+        key = (
+            state.started_at,
+            state.challenger_uri,
+            spec.settle_seconds,
+            spec.off_policy_gate,
+            self._log_root(name),
+            self._app(name),
+        )
         held = self._collectors.get(name)
         if held is None or held[0] != key:
             collector = EvidenceCollector.for_state(self._log_root(name), self._app(name), spec, state, now)

@@ -185,12 +185,26 @@ class RayServiceTarget:
     def current_checkpoint(self) -> str | None:
         return self._checkpoint_in(self._serve_config(self.get()))
 
-    def _patch_once(self, checkpoint_uri: str, lineage: Lineage) -> None:
+    def current_serving(self) -> serveconfig.Serving:
+        """The champion and the challenger slot serveConfigV2 gives the deployment now."""
+        try:
+            return serveconfig.serving_of(self._serve_config(self.get()), self.application, self.deployment)
+        except serveconfig.ServeConfigError as exc:
+            raise TargetError(TargetReason.INVALID_SERVE_CONFIG, f"{self.describe()}: {exc}") from None
+
+    def apply_serving(self, serving: serveconfig.Serving, lineage: Lineage) -> None:
+        """Patch the champion, the challenger slot and the decision-log root in one patch."""
+        assert serving.checkpoint_uri, "a serving config names a champion"
+        self.apply(serving.checkpoint_uri, lineage, serving)
+
+    def _patch_once(self, checkpoint_uri: str, lineage: Lineage, slots: serveconfig.Serving | None) -> None:
         obj = self.get()
         meta = _mapping(obj.get("metadata"), f"{self.describe()}: metadata")
         text = self._serve_config(obj)
         try:
-            new_text = serveconfig.with_checkpoint(text, self.application, self.deployment, checkpoint_uri)
+            new_text = serveconfig.with_checkpoint(
+                text, self.application, self.deployment, checkpoint_uri, slots
+            )
         except serveconfig.ServeConfigError as exc:
             raise TargetError(TargetReason.INVALID_SERVE_CONFIG, f"{self.describe()}: {exc}") from None
         body = {
@@ -211,7 +225,7 @@ class RayServiceTarget:
             _content_type="application/merge-patch+json",
         )
 
-    def apply(self, checkpoint_uri: str, lineage: Lineage) -> None:
+    def apply(self, checkpoint_uri: str, lineage: Lineage, slots: serveconfig.Serving | None = None) -> None:
         """Patch serveConfigV2 and the lineage annotations, with a resourceVersion precondition.
 
         A 409 (someone changed the RayService since it was read) re-reads and retries, a few times.
@@ -221,7 +235,7 @@ class RayServiceTarget:
         retrying = self._retrying(retry_if_exception(_conflict))
         retrying.reraise = False
         try:
-            retrying(self._patch_once, checkpoint_uri, lineage)
+            retrying(self._patch_once, checkpoint_uri, lineage, slots)
         except RetryError as exc:
             last = exc.last_attempt.exception()
             reason = getattr(last, "reason", "") if isinstance(last, ApiException) else last

@@ -159,7 +159,7 @@ def _own(parent: Any, key: Any, refs: dict[int, int]) -> Any:
     return node
 
 
-def _set_checkpoint(data: Any, app: str, deployment: str, uri: str) -> None:
+def _set_checkpoint(data: Any, app: str, deployment: str, uri: str, slots: Serving | None = None) -> None:
     refs: dict[int, int] = {}
     for node in _walk(data):
         refs[id(node)] = refs.get(id(node), 0) + 1
@@ -185,33 +185,103 @@ def _set_checkpoint(data: Any, app: str, deployment: str, uri: str) -> None:
     if uri_before is not None and not isinstance(uri_before, str):
         raise ServeConfigError(f"checkpoint_uri of {deployment!r} must be a string, got {_type(uri_before)}")
     user_config["checkpoint_uri"] = uri
+    if slots is None:
+        return
+    if slots.challenger is None:
+        if user_config.get("challenger") is not None:
+            user_config["challenger"] = None
+    else:
+        user_config["challenger"] = _mapping_like(user_config, dict(slots.challenger))
+    if slots.decision_log_root is not None:
+        log_config = user_config.get("decision_log")
+        if log_config is not None and not isinstance(log_config, Mapping):
+            raise ServeConfigError(
+                f"user_config.decision_log of {deployment!r} must be a mapping, got {_type(log_config)}"
+            )
+        if log_config is None:
+            user_config["decision_log"] = _mapping_like(user_config, {"root": slots.decision_log_root})
+        elif log_config.get("root") != slots.decision_log_root:
+            log_config = _own(user_config, "decision_log", refs)
+            log_config["root"] = slots.decision_log_root
+
+
+def _mapping_like(parent: Any, values: dict[str, Any]) -> Any:
+    """A new mapping of the same kind as ``parent`` (round-trip or plain)."""
+    if isinstance(parent, CommentedMap):
+        out = CommentedMap()
+        out.update(values)
+        return out
+    return dict(values)
+
+
+class Serving:
+    """What one deployment serves: the champion, the challenger slot (None: champion only) and where
+    the decision log goes (None: leave ``user_config.decision_log`` as it is)."""
+
+    def __init__(
+        self,
+        checkpoint_uri: str | None,
+        challenger: Mapping[str, Any] | None = None,
+        decision_log_root: str | None = None,
+    ) -> None:
+        self.checkpoint_uri = checkpoint_uri
+        self.challenger = dict(challenger) if challenger is not None else None
+        self.decision_log_root = decision_log_root
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Serving):
+            return NotImplemented
+        return (self.checkpoint_uri, self.challenger) == (other.checkpoint_uri, other.challenger)
+
+    def __repr__(self) -> str:
+        return f"Serving({self.checkpoint_uri!r}, challenger={self.challenger!r})"
+
+
+def serving_of(config: str | Mapping[str, Any], app: str, deployment: str) -> Serving:
+    """The champion and challenger slot the config gives the deployment (and its decision-log root)."""
+    uri = checkpoint_of(config, app, deployment)
+    data = load(config)
+    application = _applications(data)[_application_index(data, app)]
+    deps = _deployments(application) or []
+    index = _deployment_index(deps, deployment, app)
+    user_config = (_user_config(deps[index], deployment) if index is not None else None) or {}
+    challenger = user_config.get("challenger")
+    if challenger is not None and not isinstance(challenger, Mapping):
+        raise ServeConfigError(
+            f"user_config.challenger of {deployment!r} must be a mapping, got {_type(challenger)}"
+        )
+    log_config = user_config.get("decision_log")
+    root = log_config.get("root") if isinstance(log_config, Mapping) else None
+    return Serving(uri, plain(challenger) if challenger is not None else None, str(root) if root else None)
 
 
 def with_checkpoint_dict(
-    config: str | Mapping[str, Any], app: str, deployment: str, uri: str
+    config: str | Mapping[str, Any], app: str, deployment: str, uri: str, slots: Serving | None = None
 ) -> dict[str, Any]:
-    """A plain copy of the config in which only the deployment's ``user_config.checkpoint_uri`` is ``uri``."""
+    """A plain copy of the config in which only the deployment's ``user_config.checkpoint_uri`` is ``uri``
+    (and, with ``slots``, its ``challenger`` and ``decision_log.root``)."""
     data = load(config)
-    _set_checkpoint(data, app, deployment, uri)
+    _set_checkpoint(data, app, deployment, uri, slots)
     return plain(data)
 
 
-def _expected(before: Any, app: str, deployment: str, uri: str) -> Any:
+def _expected(before: Any, app: str, deployment: str, uri: str, slots: Serving | None = None) -> Any:
     """What the plain data must be after the edit: ``before`` with only the checkpoint URI set."""
     expected = plain(before)
-    _set_checkpoint(expected, app, deployment, uri)
+    _set_checkpoint(expected, app, deployment, uri, slots)
     return expected
 
 
-def with_checkpoint(text: str, app: str, deployment: str, uri: str) -> str:
-    """The serveConfigV2 YAML with only the checkpoint URI changed (checked by re-reading it)."""
+def with_checkpoint(text: str, app: str, deployment: str, uri: str, slots: Serving | None = None) -> str:
+    """The serveConfigV2 YAML with only the checkpoint URI changed (checked by re-reading it); with
+    ``slots``, also the challenger slot and the decision-log root, nothing else."""
     load(text)  # shape and syntax errors first, with their own messages
     try:
         data, indent, block_seq_indent = load_yaml_guess_indent(text, yaml=_yaml())
     except (YAMLError, IndexError) as exc:
         raise ServeConfigError(f"serveConfigV2 is not valid YAML: {exc}") from None
-    expected = _expected(data, app, deployment, uri)
-    _set_checkpoint(data, app, deployment, uri)
+    expected = _expected(data, app, deployment, uri, slots)
+    _set_checkpoint(data, app, deployment, uri, slots)
     yaml = _yaml()
     offset = max(block_seq_indent or 0, 0)
     sequence = max(indent or 2, offset + 2)

@@ -8,6 +8,7 @@ from typing import Any
 
 from rlops_core import storage
 
+from .progressive import ProgressiveSpec, ProgressiveSpecError
 from .status import TargetRef
 
 
@@ -69,6 +70,19 @@ class RolloutSpec:
     paused: bool = False
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    strategy: ProgressiveSpec = field(default_factory=ProgressiveSpec)
+    log_root_uri: str | None = None
+
+    @property
+    def progressive(self) -> bool:
+        """Whether new checkpoints go through shadow, the off-policy gate and canary steps."""
+        return self.strategy.progressive
+
+    @property
+    def log_root(self) -> str:
+        """The storage root of the Serve app's decision logs (``spec.logRoot``; default: the first
+        allowed prefix, i.e. the storage root above the pointer)."""
+        return self.log_root_uri or self.prefixes[0]
 
     def __post_init__(self) -> None:
         try:
@@ -92,6 +106,11 @@ class RolloutSpec:
             raise SpecError("pollIntervalSeconds and rolloutTimeoutSeconds must be positive")
         if self.max_hash_bytes < 0:
             raise SpecError("maxHashBytes must not be negative")
+        if self.log_root_uri is not None:
+            try:
+                storage.parse_uri(self.log_root_uri)
+            except storage.StorageURIError as exc:
+                raise SpecError(f"logRoot: {exc}") from exc
 
     @property
     def prefixes(self) -> list[str]:
@@ -120,6 +139,13 @@ class RolloutSpec:
         for key in ("pollIntervalSeconds", "rolloutTimeoutSeconds", "minMetric", "maxHashBytes"):
             if isinstance(spec.get(key), bool):
                 raise SpecError(f"spec.{key} must be a number, not a boolean")
+        log_root = spec.get("logRoot")
+        if log_root is not None and (not isinstance(log_root, str) or not log_root.strip()):
+            raise SpecError("spec.logRoot must be a storage URI (s3://bucket/prefix or a local path)")
+        try:
+            strategy = ProgressiveSpec.from_resource(spec.get("strategy"))
+        except ProgressiveSpecError as exc:
+            raise SpecError(f"spec.{exc}") from exc
         try:
             min_metric = spec.get("minMetric")
             return cls(
@@ -140,6 +166,8 @@ class RolloutSpec:
                 max_hash_bytes=int(spec.get("maxHashBytes", 16 * 1024 * 1024)),
                 paused=bool(spec.get("paused", False)),
                 name=name,
+                strategy=strategy,
+                log_root_uri=log_root.strip() if log_root else None,
             )
         except (TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, SpecError):

@@ -49,6 +49,7 @@ class DecisionKind(StrEnum):
     TARGET_CHANGED = "TargetChanged"
     CONFLICT = "Conflict"
     GATE_UNEVALUABLE = "GateUnevaluable"
+    PROGRESSED = "Progressed"  # a progressive stage transition (the Event's reason is the transition)
 
 
 class ConditionType(StrEnum):
@@ -87,6 +88,8 @@ class Reason(StrEnum):
     METRIC_INVALID = "MetricInvalid"
     CHECK_FAILED = "CheckFailed"
     TARGET_FAILED = "TargetFailed"
+    DECISION_LOG_UNREADABLE = "DecisionLogUnreadable"
+    BAD_CONTROL = "BadControl"
 
 
 class StageName(StrEnum):
@@ -122,6 +125,17 @@ def _finite(value: float) -> float:
 
 def _clip(limit: int) -> AfterValidator:
     return AfterValidator(lambda text: text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _finite_tree(value: Any) -> Any:
+    """A JSON tree with every non-finite float replaced by None (the API server rejects NaN/inf)."""
+    if isinstance(value, dict):
+        return {str(k): _finite_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_tree(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 FiniteFloat = Annotated[float, AfterValidator(_finite)]
@@ -317,6 +331,23 @@ class RolloutStatus(StatusModel):
     )
     history: list[HistoryEntry] = Field(
         default_factory=list, max_length=HISTORY_LIMIT, description="The last decisions, oldest first."
+    )
+    challenger: CheckpointRecord | None = Field(
+        None, description="The candidate of the progressive rollout (status.progressive), with its metric."
+    )
+    reported: list[Annotated[str, Field(description="One problem, as reported.")]] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Problems with manual controls already reported as an Event (each is reported once).",
+    )
+    progressive: Annotated[dict[str, Any], AfterValidator(_finite_tree)] | None = Field(
+        None,
+        description=(
+            "The progressive rollout (spec.strategy.type Progressive): stage, step, weight, per-stage "
+            "evidence, the off-policy estimate, the abort reason, overrides and the decision-log cursor "
+            "(rlops_operator.progressive.ProgressiveState, docs/progressive.md)."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
     @model_validator(mode="before")

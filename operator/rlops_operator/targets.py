@@ -143,6 +143,18 @@ class Target(Protocol):
         ...
 
 
+class ProgressiveTarget(Target, Protocol):
+    """A target that can also hold a challenger slot (progressive delivery, docs/progressive.md)."""
+
+    def current_serving(self) -> Any:
+        """The :class:`~rlops_operator.serveconfig.Serving` the config names now."""
+        ...
+
+    def apply_serving(self, serving: Any, lineage: Lineage) -> None:
+        """Change the champion, the challenger slot and the decision-log root, in one update."""
+        ...
+
+
 @dataclass(frozen=True)
 class Metadata:
     """What the endpoint's ``/metadata`` says: the live URI and the last failed swap, if any."""

@@ -29,6 +29,17 @@ class ConfigTarget:
     def health(self, checkpoint_uri: str) -> Health:
         return Health(self.state, f"state {self.state}")
 
+    def current_serving(self) -> serveconfig.Serving:
+        return serveconfig.serving_of(self.text, "corridor", "PolicyServer")
+
+    def apply_serving(self, serving: serveconfig.Serving, lineage: Lineage) -> None:
+        assert serving.checkpoint_uri
+        self.text = serveconfig.with_checkpoint(
+            self.text, "corridor", "PolicyServer", serving.checkpoint_uri, serving
+        )
+        self.applied.append(serving.checkpoint_uri)
+        self.servings = [*getattr(self, "servings", []), serving]
+
 
 class Clock:
     def __init__(self) -> None:

@@ -46,14 +46,14 @@ def test_crd_shape(crd: dict[str, Any]) -> None:
 
 def test_good_spec_validates_and_parses(crd: dict[str, Any]) -> None:
     body = {"apiVersion": "rlops.io/v1alpha1", "kind": "PolicyRollout", "spec": GOOD}
-    jsonschema.validate(body, _schema(crd))
+    jsonschema.validate(body, _schema(crd), cls=jsonschema.Draft4Validator)
     spec = RolloutSpec.from_resource(GOOD, name="x", namespace="ns")
     assert spec.target.ray_service == "corridor-serve" and spec.min_metric == 5.0
     dashboard = {
         "pointer": "/data/corridor/best_checkpoint.txt",
         "target": {"dashboardUrl": "http://head:8265"},
     }
-    jsonschema.validate({"spec": dashboard}, _schema(crd))
+    jsonschema.validate({"spec": dashboard}, _schema(crd), cls=jsonschema.Draft4Validator)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_good_spec_validates_and_parses(crd: dict[str, Any]) -> None:
 )
 def test_bad_spec_is_rejected(crd: dict[str, Any], change: dict[str, Any]) -> None:
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"spec": {**GOOD, **change}}, _schema(crd))
+        jsonschema.validate({"spec": {**GOOD, **change}}, _schema(crd), cls=jsonschema.Draft4Validator)
 
 
 # ------------------------------------------------------------------ typed status vs the CRD
@@ -129,10 +129,12 @@ def test_engine_statuses_validate_against_the_crd(crd: dict[str, Any], ckpt_root
         seen.append(st)
     assert any("rollout" in s for s in seen) and seen[-1]["phase"] == "RolledBack"
     for status in seen:
-        jsonschema.validate(status, schema)
+        jsonschema.validate(status, schema, cls=jsonschema.Draft4Validator)
 
 
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), 1e301])
 def test_non_finite_min_metric_is_rejected_by_the_crd(crd: dict[str, Any], value: float) -> None:
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"spec": {**GOOD, "minMetric": value}}, _schema(crd))
+        jsonschema.validate(
+            {"spec": {**GOOD, "minMetric": value}}, _schema(crd), cls=jsonschema.Draft4Validator
+        )
