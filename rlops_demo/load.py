@@ -183,10 +183,12 @@ class LoadGenerator:
             time.sleep(0.05)
         return None
 
-    def _ask(self, client: httpx.Client, state: float, episode_id: str | None) -> tuple[int, str] | None:
+    def _ask(
+        self, client: httpx.Client, state: float, episode_id: str | None, step: int = 0
+    ) -> tuple[int, str] | None:
         body: dict[str, Any] = {"state": [state]}
-        if episode_id is not None:
-            body["episode_id"] = episode_id
+        if episode_id is not None:  # the step index lets the analysis credit each reward exactly
+            body.update(episode_id=episode_id, step=step)
         answer = self._post(client, "/", body, "act")
         if answer is None or "action" not in answer:
             return None
@@ -208,7 +210,7 @@ class LoadGenerator:
                 total, done, terminated, step = 0.0, False, False, 0
                 policies: set[str] = set()
                 while not done and self._running():
-                    answer = self._ask(client, float(obs[0]), episode_id)
+                    answer = self._ask(client, float(obs[0]), episode_id, step)
                     if answer is None:
                         break
                     action, policy = answer

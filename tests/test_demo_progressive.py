@@ -146,8 +146,12 @@ def test_load_sends_episode_ids_and_feedback_when_the_endpoint_has_a_challenger_
         by_episode.setdefault(f["episode_id"], []).append(f)
     finished = [fs for fs in by_episode.values() if fs[-1]["done"]]
     assert len(finished) >= 20
+    asked: dict[str, list[int]] = {}
+    for a in endpoint.acts:
+        asked.setdefault(a["episode_id"], []).append(a["step"])
     for fs in finished:
         assert [f["step"] for f in fs] == list(range(len(fs)))
+        assert asked[fs[0]["episode_id"]] == list(range(len(fs)))  # one request per step, same step index
         assert [f["done"] for f in fs] == [False] * (len(fs) - 1) + [True]
     # Which slot answered is recorded per episode, and both slots got episodes at weight 0.5.
     slots = {e.policy for e in stats.episodes}
