@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+from .routing import validate_episode_id
 
 MAX_BATCH = 1024  # observations per batch request; a larger body is rejected with 413
 MAX_OBS_VALUES = 4096  # numbers per observation
@@ -59,6 +61,17 @@ class ActRequest(BaseModel):
     return_probs: StrictBool = Field(
         False, description="Add probabilities, log-prob, action distribution inputs and the value estimate."
     )
+    episode_id: str | None = Field(
+        None,
+        description="The episode this step belongs to (1-128 of A-Z a-z 0-9 . _ : -): routes it to a slot "
+        "and logs the decision. Only with one observation ('state' or 'observation').",
+    )
+    step: int | None = Field(None, ge=0, strict=True, description="Optional step index in the episode.")
+
+    @field_validator("episode_id", mode="before")
+    @classmethod
+    def _valid_episode_id(cls, value: Any) -> Any:
+        return None if value is None else validate_episode_id(value)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ActRequest:
@@ -88,10 +101,11 @@ Action = int | float | list[int] | list[float]
 
 
 class ActResponse(Extras):
-    """The action for one observation and this replica's request count."""
+    """The action for one observation, this replica's request count and the slot that answered."""
 
     action: Action
     count: int
+    policy: str = Field("champion", description="The slot that answered: champion or challenger.")
 
 
 class BatchResponse(BaseModel):
@@ -99,6 +113,7 @@ class BatchResponse(BaseModel):
 
     actions: list[Action]
     count: int
+    policy: str = Field("champion", description="The slot that answered (a batch: always the champion).")
     probabilities: list[list[float] | None] | None = None
     log_prob: list[float | None] | None = None
     action_dist_inputs: list[list[float] | None] | None = None
@@ -129,11 +144,31 @@ class Metadata(BaseModel):
     loaded_at: str
     load_seconds: float
     swap_count: int
+    promotions: int = Field(0, description="Challengers that became the champion here without a reload.")
     last_error: LastError | None
     observation_space: str
     action_space: str
     replica: str
     capture: dict[str, Any]
+    challenger: dict[str, Any] | None = Field(
+        None,
+        description="The challenger slot (URI, mode, weight, metric, loaded_at, last_error); null: none.",
+    )
+    decision_log: dict[str, Any] | None = Field(
+        None, description="The decision-log writer's status; null: not configured."
+    )
+    feedback: dict[str, int] = Field(
+        default_factory=dict, description="Accepted POST /feedback: episodes this replica answered, or not."
+    )
+
+
+class FeedbackResponse(BaseModel):
+    """``POST /feedback`` accepted the reward (logged off the request path)."""
+
+    accepted: bool
+    episode_id: str
+    known_episode: bool = Field(..., description="This replica answered a request of this episode.")
+    logged: bool = Field(..., description="Queued for the decision log (false: no log configured or full).")
 
 
 class ErrorDetail(BaseModel):

@@ -37,6 +37,43 @@ class ServerMetrics:
         self.capture = metrics.Counter(
             "rlops_serve_capture_records", description="Capture records by outcome.", tag_keys=("outcome",)
         )
+        # progressive delivery (issue 11): per slot, for dashboards; the decision log is the record
+        self.slot_requests = metrics.Counter(
+            "rlops_serve_slot_requests",
+            description="Answered requests by the slot that answered (champion, challenger).",
+            tag_keys=("slot",),
+        )
+        self.slot_errors = metrics.Counter(
+            "rlops_serve_slot_errors",
+            description="Server errors of a slot's policy (a failed canary answer falls back to champion).",
+            tag_keys=("slot",),
+        )
+        self.slot_latency_ms = metrics.Histogram(
+            "rlops_serve_slot_latency_ms",
+            description="Time to answer one request, by the slot that answered.",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
+            tag_keys=("slot",),
+        )
+        self.shadow_scores = metrics.Counter(
+            "rlops_serve_shadow_scores",
+            description="Challenger shadow scores by outcome (scored, failed).",
+            tag_keys=("outcome",),
+        )
+        self.feedback = metrics.Counter(
+            "rlops_serve_feedback",
+            description="Accepted POST /feedback by whether this replica saw the episode (known, unknown).",
+            tag_keys=("episode",),
+        )
+        self.decision_log = metrics.Counter(
+            "rlops_serve_decision_log_records",
+            description="Decision-log records: written, queue_full, write_failed, invalid, closed.",
+            tag_keys=("outcome",),
+        )
+        self.challenger_weight = metrics.Gauge(
+            "rlops_serve_challenger_weight",
+            description="Share of episodes the challenger answers (canary); 0 in shadow mode or without one.",
+            tag_keys=("mode",),
+        )
 
     def count_actions(self, actions: list[Any]) -> None:
         counts: dict[str, int] = {}
