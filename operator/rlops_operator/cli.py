@@ -1,19 +1,25 @@
 """``rlops-rollout``: see each PolicyRollout's live checkpoint, promote a pointer by hand, or watch one.
 
 ``watch`` and ``promote`` run the same engine as the operator against a bare Ray cluster's dashboard
-(or a RayService with ``--rayservice``), printing one line per step a person can follow.
+(or a RayService with ``--rayservice``), printing one line per step a person can follow. With
+``--strategy-file`` (the same camelCase mapping as a PolicyRollout's ``spec.strategy``) a new checkpoint
+goes through shadow, the off-policy gate and canary steps. ``abort``, ``pause``, ``resume``, ``undo`` and
+``promote --skip-analysis`` control a progressive rollout: a PolicyRollout's (by annotation) or a running
+``watch --control-file``'s.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from . import loop
+from . import controls, loop
 from .engine import Decision, Engine
+from .progressive import PAUSED_ANNOTATION, TERMINAL, ProgressiveSpec, ProgressiveSpecError
 from .settings import OperatorSettings
 from .spec import RolloutSpec, SpecError, TargetSpec
 from .status import DecisionKind, Reason, RolloutStatus
@@ -41,6 +47,47 @@ RequireImprovement = Annotated[
     bool, typer.Option("--require-improvement/--no-require-improvement", help="Must beat the live metric")
 ]
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to verify before rolling back")]
+StrategyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--strategy-file",
+        help="YAML/JSON file holding spec.strategy (camelCase, e.g. type: Progressive); default Replace",
+    ),
+]
+LogRoot = Annotated[
+    str | None,
+    typer.Option(
+        "--log-root", help="Storage root of the Serve app's decision logs (default: above the pointer)"
+    ),
+]
+ControlFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--control-file",
+        help="JSON control file ({paused, command}) of a progressive rollout run by `watch`",
+    ),
+]
+RolloutName = Annotated[str | None, typer.Argument(help="PolicyRollout name (omit with --control-file)")]
+Reason_ = Annotated[str, typer.Option("--reason", help="Why (recorded with the command)")]
+
+
+def load_strategy(path: Path | None) -> ProgressiveSpec:
+    """The strategy a ``--strategy-file`` holds (the same mapping as ``spec.strategy``; Replace without)."""
+    if path is None:
+        return ProgressiveSpec()
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        data = YAML(typ="safe").load(path.read_text())
+    except (OSError, YAMLError) as exc:
+        raise typer.BadParameter(f"--strategy-file {path}: {exc}") from None
+    if isinstance(data, dict) and set(data) == {"strategy"}:
+        data = data["strategy"]  # a spec fragment is accepted too
+    try:
+        return ProgressiveSpec.from_resource(data)
+    except ProgressiveSpecError as exc:
+        raise typer.BadParameter(f"--strategy-file {path}: {exc}") from None
 
 
 def _spec(
@@ -56,6 +103,8 @@ def _spec(
     require_improvement: bool,
     timeout: float,
     poll_interval: float,
+    strategy: ProgressiveSpec | None = None,
+    log_root: str | None = None,
 ) -> RolloutSpec:
     try:
         return RolloutSpec(
@@ -74,6 +123,8 @@ def _spec(
             require_improvement=require_improvement,
             rollout_timeout_s=timeout,
             name="cli",
+            strategy=strategy or ProgressiveSpec(),
+            log_root_uri=log_root,
         )
     except SpecError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -101,7 +152,10 @@ def _printer(started: dict[str, float]) -> Any:
     """Print one readable line per decision, with how long a rollout took."""
 
     def show(decision: Decision, status: dict[str, Any]) -> None:
-        if decision.kind == DecisionKind.APPLIED:
+        if decision.transition is not None:
+            weight = f" [challenger {decision.weight:.0%}]" if decision.weight is not None else ""
+            typer.echo(f"{_stamp()} {decision.transition} ({decision.reason}){weight}: {decision.message}")
+        elif decision.kind == DecisionKind.APPLIED:
             started["t"] = time.monotonic()
             r = status.get("rollout") or {}
             metric = r.get("metric") or {}
@@ -149,8 +203,12 @@ def watch(
     max_rollouts: Annotated[
         int, typer.Option("--max-rollouts", help="Stop after this many finished rollouts (0: run)")
     ] = 0,
+    strategy_file: StrategyFile = None,
+    log_root: LogRoot = None,
+    control_file: ControlFile = None,
 ) -> None:
-    """Watch a pointer and roll every new checkpoint out (Ctrl-C stops)."""
+    """Watch a pointer and roll every new checkpoint out (Ctrl-C stops; a progressive rollout in
+    progress is aborted: all traffic back to the champion)."""
     spec = _spec(
         pointer,
         dashboard_url,
@@ -164,6 +222,8 @@ def watch(
         require_improvement,
         timeout,
         poll_interval,
+        load_strategy(strategy_file),
+        log_root,
     )
     engine = Engine(spec, _target(spec))
     typer.echo(f"{_stamp()} watching {pointer} every {poll_interval:g} s -> {engine.target.describe()}")
@@ -177,20 +237,29 @@ def watch(
         finished.extend(d.kind for d in decisions if d.kind in ends)
         return bool(max_rollouts) and len(finished) >= max_rollouts
 
+    notes = _control_reader(control_file)
     try:
-        loop.run(engine, on_decision=_printer({}), until=enough, deadline_s=duration or None)
+        final = loop.run(
+            engine, on_decision=_printer({}), until=enough, deadline_s=duration or None, annotations=notes
+        )
+        last["status"] = final
     except KeyboardInterrupt:
         typer.echo("stopped")
         _undo(engine, last.get("status"), Reason.ABORTED, "watch stopped mid-rollout")
+        return
     except Exception as exc:  # never a traceback, never an unverified candidate left applied
         typer.echo(f"{_stamp()} error: {type(exc).__name__}: {exc}", err=True)
         _undo(engine, last.get("status"), Reason.ABORTED, f"{type(exc).__name__}: {exc}")
         sys.exit(1)
+    if _progressive_running(last.get("status")):  # --duration ended mid-rollout: champion only again
+        _undo(engine, last.get("status"), Reason.ABORTED, "watch stopped mid-rollout (--duration)")
 
 
 @app.command()
 def promote(
-    pointer: Pointer,
+    pointer: Annotated[
+        str | None, typer.Option("--pointer", "-p", help="URI of the best_checkpoint.txt to promote")
+    ] = None,
     dashboard_url: DashboardUrl = None,
     rayservice: RayService = None,
     namespace: Namespace = "default",
@@ -201,8 +270,36 @@ def promote(
     min_metric: MinMetric = None,
     require_improvement: RequireImprovement = False,
     timeout: Timeout = 120.0,
+    strategy_file: StrategyFile = None,
+    log_root: LogRoot = None,
+    control_file: ControlFile = None,
+    skip_analysis: Annotated[
+        bool,
+        typer.Option(
+            "--skip-analysis",
+            help="Promote a progressive rollout in progress now (a recorded manual override): "
+            "--rollout NAME or --control-file",
+        ),
+    ] = False,
+    rollout: Annotated[
+        str | None, typer.Option("--rollout", help="PolicyRollout to promote with --skip-analysis")
+    ] = None,
+    reason: Reason_ = "",
 ) -> None:
-    """Promote what a pointer names once, verify it, roll back on failure; exit 0 only if it is live."""
+    """Promote what a pointer names once, verify it, roll back on failure; exit 0 only if it is live.
+
+    With ``--strategy-file`` (Progressive) it runs the whole progressive rollout and exits 0 only when
+    the challenger was promoted. ``--skip-analysis`` instead sends a manual promotion to a progressive
+    rollout in progress (a PolicyRollout with ``--rollout``, or a ``watch`` with ``--control-file``).
+    """
+    if skip_analysis:
+        _send(rollout, namespace, control_file, "promote", reason, skip_analysis=True)
+        return
+    if rollout is not None:
+        raise typer.BadParameter("--rollout goes with --skip-analysis")
+    if not pointer:
+        raise typer.BadParameter("--pointer is required (or --skip-analysis with --rollout/--control-file)")
+    strategy = load_strategy(strategy_file)
     spec = _spec(
         pointer,
         dashboard_url,
@@ -216,6 +313,8 @@ def promote(
         require_improvement,
         timeout,
         1.0,
+        strategy,
+        log_root,
     )
     engine = Engine(spec, _target(spec))
     final = {
@@ -246,11 +345,23 @@ def promote(
         return (
             bool(status.get("lastError"))
             and not status.get("rollout")
+            and not _progressive_running(status)
             and (time.monotonic() - started > timeout)
         )
 
+    longest = timeout + 60
+    if strategy.progressive:  # shadow, then every step at its limit
+        longest += (
+            strategy.shadow.max_duration_seconds + len(strategy.steps) * strategy.analysis.max_step_seconds
+        )
     try:
-        loop.run(engine, on_decision=keep, until=settled, deadline_s=timeout + 60)
+        loop.run(
+            engine,
+            on_decision=keep,
+            until=settled,
+            deadline_s=longest,
+            annotations=_control_reader(control_file),
+        )
     except KeyboardInterrupt:
         typer.echo(f"{_stamp()} interrupted")
         _undo(engine, last.get("status"), Reason.ABORTED, "interrupted by the user")
@@ -259,7 +370,7 @@ def promote(
         typer.echo(f"{_stamp()} error: {type(exc).__name__}: {exc}", err=True)
         _undo(engine, last.get("status"), Reason.ABORTED, f"{type(exc).__name__}: {exc}")
         sys.exit(1)
-    if last.get("status", {}).get("rollout"):
+    if last.get("status", {}).get("rollout") or _progressive_running(last.get("status")):
         _undo(engine, last["status"], Reason.TIMEOUT, "promote gave up waiting")
         sys.exit(1)
     if not outcome or outcome[-1] not in (DecisionKind.PROMOTED, DecisionKind.ALREADY_LIVE):
@@ -269,8 +380,45 @@ def promote(
         sys.exit(1)
 
 
+def _progressive_running(status: dict[str, Any] | None) -> bool:
+    prog = (status or {}).get("progressive")
+    return isinstance(prog, dict) and prog.get("stage") not in TERMINAL
+
+
+def _control_reader(path: Path | None) -> Any:
+    if path is None:
+        return None
+    return lambda: controls.read_control_file(path)
+
+
+def _abort_progressive(engine: Engine, status: dict[str, Any], why: str) -> None:
+    """All traffic back to the champion (a few attempts), or say clearly what is left."""
+    for _ in range(5):
+        try:
+            result = engine.abort_progressive(status, why)
+        except Exception as exc:
+            typer.echo(f"{_stamp()} abort error: {type(exc).__name__}: {exc}", err=True)
+            break
+        status = result.status
+        for decision in result.decisions:
+            typer.echo(f"{_stamp()} {decision.message}")
+        if not _progressive_running(status):
+            return
+        time.sleep(1.0)
+    prog = status.get("progressive") or {}
+    typer.echo(
+        f"{_stamp()} COULD NOT ABORT: {prog.get('challengerUri')} may still have a share of the traffic on "
+        f"{engine.target.describe()}; set user_config.challenger to null by hand",
+        err=True,
+    )
+
+
 def _undo(engine: Engine, status: dict[str, Any] | None, reason: str, why: str) -> None:
     """Roll a candidate that ``promote`` applied back (a few attempts), or say clearly what is left."""
+    if _progressive_running(status):
+        assert status is not None
+        _abort_progressive(engine, status, why)
+        return
     if not status or not status.get("rollout"):
         return
     state = engine.abort(RolloutStatus.parse(status), reason, why)
@@ -293,6 +441,80 @@ def _undo(engine: Engine, status: dict[str, Any] | None, reason: str, why: str) 
         + (f"restore {prev} by hand" if prev else "nothing to roll back to"),
         err=True,
     )
+
+
+def _send(
+    rollout: str | None,
+    namespace: str,
+    control_file: Path | None,
+    action: str,
+    reason: str = "",
+    *,
+    skip_analysis: bool = False,
+    paused: bool | None = None,
+) -> None:
+    """Deliver a control to a PolicyRollout (annotation) or to a running ``watch`` (control file)."""
+    if (rollout is None) == (control_file is None):
+        raise typer.BadParameter("name a PolicyRollout or give --control-file (one of the two)")
+    command = None
+    if paused is None:
+        command = controls.new_command(action, skip_analysis=skip_analysis, reason=reason)
+    try:
+        if control_file is not None:
+            controls.write_control_file(control_file, paused=paused, command=command)
+            where = f"control file {control_file}"
+        else:
+            assert rollout is not None
+            notes: dict[str, str | None] = (
+                {PAUSED_ANNOTATION: "true" if paused else None}
+                if paused is not None
+                else {controls.COMMAND_ANNOTATION: controls.command_json(command)}  # type: ignore[arg-type]
+            )
+            controls.annotate_rollout(rollout, namespace, notes)
+            where = f"PolicyRollout {namespace}/{rollout}"
+    except (controls.ControlError, OSError) as exc:
+        typer.echo(f"{_stamp()} {action} not sent: {exc}", err=True)
+        sys.exit(1)
+    what = f"{action} (id {command.id})" if command is not None else action
+    typer.echo(f"{_stamp()} {what} sent to {where}; the next poll applies it (see Events / the watch output)")
+
+
+@app.command()
+def abort(
+    rollout: RolloutName = None,
+    namespace: Namespace = "default",
+    control_file: ControlFile = None,
+    reason: Reason_ = "",
+) -> None:
+    """Abort a progressive rollout: all traffic back to the champion at once."""
+    _send(rollout, namespace, control_file, "abort", reason)
+
+
+@app.command()
+def undo(
+    rollout: RolloutName = None,
+    namespace: Namespace = "default",
+    control_file: ControlFile = None,
+    reason: Reason_ = "",
+) -> None:
+    """Back to the previous champion (after a promotion); during a rollout the same as abort."""
+    _send(rollout, namespace, control_file, "undo", reason)
+
+
+@app.command()
+def pause(
+    rollout: RolloutName = None, namespace: Namespace = "default", control_file: ControlFile = None
+) -> None:
+    """Hold the current step of a progressive rollout (its clock stops; abort rules still apply)."""
+    _send(rollout, namespace, control_file, "pause", paused=True)
+
+
+@app.command()
+def resume(
+    rollout: RolloutName = None, namespace: Namespace = "default", control_file: ControlFile = None
+) -> None:
+    """Resume a paused step (removes the rlops.io/paused annotation; spec.strategy.paused stays as set)."""
+    _send(rollout, namespace, control_file, "resume", paused=False)
 
 
 def _metric_text(metric: Any) -> str:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from . import metrics, ownership
 from .engine import Engine, HoldRequest, StepResult, hold_only
 from .patching import merge_diff
+from .progressive_driver import ProgressiveDriver
 from .settings import OperatorSettings
 from .spec import RolloutSpec, SpecError, TargetSpec
 from .status import STATUS_KEYS, DecisionKind, HoldKind, Reason, RolloutStatus
@@ -146,6 +147,7 @@ def _step(
     state: RolloutStatus,
     memo: Any,
     index: Any,
+    annotations: dict[str, str] | None = None,
 ) -> StepResult | None:
     """One engine step with the hold that applies (invalid spec, conflict, pause); None: not yet due."""
     hold: HoldRequest | None = None
@@ -183,7 +185,13 @@ def _step(
     def factory(t: TargetSpec) -> Target:
         return build_target(dataclasses.replace(spec, target=t))
 
-    return Engine(spec, target, target_factory=factory).step(state, hold)
+    driver = memo.get("driver")
+    if driver is None:  # one per rollout for the operator's lifetime: it keeps the incremental log reader
+        driver = memo["driver"] = ProgressiveDriver(
+            lambda _n: spec.log_root, lambda _n: spec.target.application
+        )
+    engine = Engine(spec, target, target_factory=factory, driver=driver)
+    return engine.step(state, hold, annotations=annotations)
 
 
 def _write_status(body: Any, namespace: str, name: str, memo: Any, state: RolloutStatus) -> None:
@@ -238,7 +246,8 @@ def tick(
         state = _stored_state(stored, rollout)
         memo["written"] = {k: v for k, v in stored.items() if k in STATUS_KEYS}
     try:
-        result = _step(rollout, namespace, dict(spec), state, memo, rollout_targets)
+        notes = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+        result = _step(rollout, namespace, dict(spec), state, memo, rollout_targets, notes)
     except Exception:  # a bug must not stop the timer: log it, keep the state, try again next tick
         log.exception("%s: engine step failed", rollout)
         metrics.POLL_ERRORS.labels(rollout, "EngineError").inc()
@@ -262,4 +271,6 @@ def tick(
         )
         if decision.kind != DecisionKind.ALREADY_LIVE:
             reason = decision.kind if decision.kind in _KIND_REASONS else decision.reason
+            if decision.transition is not None:  # a progressive stage transition: its cause is the reason
+                reason = decision.reason
             _post(body, str(reason), decision.message, decision.warning)

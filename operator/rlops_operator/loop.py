@@ -19,16 +19,19 @@ def run(
     verify_tick_s: float = 0.25,
     until: Callable[[dict[str, Any], list[Decision]], bool] | None = None,
     deadline_s: float | None = None,
+    annotations: Callable[[], dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Step the engine until ``stop`` is set, ``until(status, decisions)`` is true or the deadline passes.
 
-    Returns the last status (the same dict shape a PolicyRollout's ``.status`` holds).
+    Returns the last status (the same dict shape a PolicyRollout's ``.status`` holds). ``annotations``
+    gives the manual controls of a progressive rollout before each step (``rlops.io/command``,
+    ``rlops.io/paused``), as a PolicyRollout's annotations would.
     """
     stop = stop or threading.Event()
     st: dict[str, Any] = dict(status or {})
     started = time.monotonic()
     while not stop.is_set():
-        result = engine.step(st)
+        result = engine.step(st, annotations=annotations() if annotations is not None else None)
         st = result.status
         for decision in result.decisions:
             if on_decision is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from .engine import Decision
 from .status import DecisionKind
@@ -28,9 +28,27 @@ DURATION = Histogram(
 )
 
 
+PROGRESSIVE_TRANSITIONS = Counter(
+    "rlops_progressive_transitions_total",
+    "Progressive rollout stage transitions (Started, Advanced, Promoted, Aborted, RolledBack, ...)",
+    ["rollout", "kind", "reason"],
+)
+CHALLENGER_WEIGHT = Gauge(
+    "rlops_progressive_challenger_weight",
+    "Share of episodes the challenger answers (0 in shadow, after an abort or with no rollout)",
+    ["rollout"],
+)
+
+
 def record(rollout: str, decision: Decision) -> None:
     """Count one decision."""
     kind = decision.kind
+    if decision.transition is not None:
+        PROGRESSIVE_TRANSITIONS.labels(rollout, decision.transition, decision.reason).inc()
+        weight = decision.weight or 0.0
+        CHALLENGER_WEIGHT.labels(rollout).set(
+            0.0 if decision.transition in ("Promoted", "RolledBack") else weight
+        )
     if kind == DecisionKind.PROMOTED:
         PROMOTIONS.labels(rollout).inc()
         if decision.duration_s is not None:
