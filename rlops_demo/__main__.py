@@ -211,7 +211,7 @@ class Demo:
         ]  # fmt: skip
         if s.progressive:
             write_strategy(self.strategy_file)
-            cmd += engine_args(self.strategy_file, self.status_file)
+            cmd += engine_args(self.strategy_file, self.status_file, log_root=self.storage)
             say(self.out, f"progressive strategy: {self.strategy_file}")
         self.engine = subprocess.Popen(
             cmd,

@@ -66,9 +66,13 @@ def write_strategy(path: Path, strategy: dict[str, Any] | None = None) -> Path:
     return path
 
 
-def engine_args(strategy_file: Path, status_file: Path) -> list[str]:
-    """Extra ``rlops-rollout watch`` arguments for a progressive rollout (adapt here to the CLI's surface)."""
-    return ["--strategy-file", str(strategy_file), "--status-file", str(status_file)]
+def engine_args(strategy_file: Path, status_file: Path, log_root: str | None = None) -> list[str]:
+    """Extra ``rlops-rollout watch`` arguments for a progressive rollout (adapt here to the CLI's surface).
+
+    ``log_root``: the storage root the Serve app writes its decision logs under (``--log-root``).
+    """
+    args = ["--strategy-file", str(strategy_file), "--status-file", str(status_file)]
+    return [*args, "--log-root", log_root] if log_root else args
 
 
 def read_progressive(status_file: Path) -> dict[str, Any] | None:

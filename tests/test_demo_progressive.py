@@ -51,8 +51,15 @@ def test_demo_strategy_is_a_valid_progressive_spec_sized_for_the_demo(tmp_path: 
     # The file the CLI gets is the same strategy, and the arguments name it.
     path = write_strategy(tmp_path / "strategy.yaml")
     assert ProgressiveSpec.from_resource(__import__("yaml").safe_load(path.read_text())) == spec
-    args = engine_args(path, tmp_path / "status.json")
-    assert str(path) in args and str(tmp_path / "status.json") in args
+    args = engine_args(path, tmp_path / "status.json", log_root="/s")
+    assert args == [
+        "--strategy-file",
+        str(path),
+        "--status-file",
+        str(tmp_path / "status.json"),
+        "--log-root",
+        "/s",
+    ]
 
 
 def test_read_progressive_tolerates_missing_and_half_written_status(tmp_path: Path) -> None:
