@@ -67,6 +67,14 @@ ControlFile = Annotated[
         help="JSON control file ({paused, command}) of a progressive rollout run by `watch`",
     ),
 ]
+StatusFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--status-file",
+        help="Write the status (the JSON a PolicyRollout's .status holds, status.progressive included) "
+        "to this file after every step (atomically)",
+    ),
+]
 RolloutName = Annotated[str | None, typer.Argument(help="PolicyRollout name (omit with --control-file)")]
 Reason_ = Annotated[str, typer.Option("--reason", help="Why (recorded with the command)")]
 
@@ -206,6 +214,7 @@ def watch(
     strategy_file: StrategyFile = None,
     log_root: LogRoot = None,
     control_file: ControlFile = None,
+    status_file: StatusFile = None,
 ) -> None:
     """Watch a pointer and roll every new checkpoint out (Ctrl-C stops; a progressive rollout in
     progress is aborted: all traffic back to the champion)."""
@@ -233,11 +242,13 @@ def watch(
 
     def enough(status: dict[str, Any], decisions: list[Decision]) -> bool:
         last["status"] = status
+        _write_status_file(status_file, status)
         ends = (DecisionKind.PROMOTED, DecisionKind.ROLLED_BACK, DecisionKind.FAILED)
         finished.extend(d.kind for d in decisions if d.kind in ends)
         return bool(max_rollouts) and len(finished) >= max_rollouts
 
     notes = _control_reader(control_file)
+    _stop_on_sigterm()
     try:
         final = loop.run(
             engine, on_decision=_printer({}), until=enough, deadline_s=duration or None, annotations=notes
@@ -245,14 +256,15 @@ def watch(
         last["status"] = final
     except KeyboardInterrupt:
         typer.echo("stopped")
-        _undo(engine, last.get("status"), Reason.ABORTED, "watch stopped mid-rollout")
+        _undo(engine, last.get("status"), Reason.ABORTED, "watch stopped mid-rollout", status_file)
         return
     except Exception as exc:  # never a traceback, never an unverified candidate left applied
         typer.echo(f"{_stamp()} error: {type(exc).__name__}: {exc}", err=True)
-        _undo(engine, last.get("status"), Reason.ABORTED, f"{type(exc).__name__}: {exc}")
+        _undo(engine, last.get("status"), Reason.ABORTED, f"{type(exc).__name__}: {exc}", status_file)
         sys.exit(1)
     if _progressive_running(last.get("status")):  # --duration ended mid-rollout: champion only again
-        _undo(engine, last.get("status"), Reason.ABORTED, "watch stopped mid-rollout (--duration)")
+        why = "watch stopped mid-rollout (--duration)"
+        _undo(engine, last.get("status"), Reason.ABORTED, why, status_file)
 
 
 @app.command()
@@ -273,6 +285,7 @@ def promote(
     strategy_file: StrategyFile = None,
     log_root: LogRoot = None,
     control_file: ControlFile = None,
+    status_file: StatusFile = None,
     skip_analysis: Annotated[
         bool,
         typer.Option(
@@ -337,6 +350,7 @@ def promote(
 
     def settled(status: dict[str, Any], decisions: list[Decision]) -> bool:
         last["status"] = status
+        _write_status_file(status_file, status)
         outcome.extend(d.kind for d in decisions if d.kind in final)
         # settled once a final decision is made and nothing is left in flight (a rollback is finished)
         if outcome and not status.get("rollout"):
@@ -380,9 +394,41 @@ def promote(
         sys.exit(1)
 
 
+def _write_status_file(path: Path | None, status: dict[str, Any]) -> None:
+    """The status as JSON, replaced atomically (a reader never sees half a file); never fatal."""
+    if path is None:
+        return
+    import json
+    import os
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(status, f, indent=1, allow_nan=False)
+        os.replace(tmp, path)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"{_stamp()} status file {path} not written: {exc}", err=True)
+
+
 def _progressive_running(status: dict[str, Any] | None) -> bool:
     prog = (status or {}).get("progressive")
     return isinstance(prog, dict) and prog.get("stage") not in TERMINAL
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops like Ctrl-C (a rollout in flight is rolled back or aborted before exiting)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _control_reader(path: Path | None) -> Any:
@@ -391,8 +437,8 @@ def _control_reader(path: Path | None) -> Any:
     return lambda: controls.read_control_file(path)
 
 
-def _abort_progressive(engine: Engine, status: dict[str, Any], why: str) -> None:
-    """All traffic back to the champion (a few attempts), or say clearly what is left."""
+def _abort_progressive(engine: Engine, status: dict[str, Any], why: str) -> dict[str, Any]:
+    """All traffic back to the champion (a few attempts), or say clearly what is left; the last status."""
     for _ in range(5):
         try:
             result = engine.abort_progressive(status, why)
@@ -403,7 +449,7 @@ def _abort_progressive(engine: Engine, status: dict[str, Any], why: str) -> None
         for decision in result.decisions:
             typer.echo(f"{_stamp()} {decision.message}")
         if not _progressive_running(status):
-            return
+            return status
         time.sleep(1.0)
     prog = status.get("progressive") or {}
     typer.echo(
@@ -411,13 +457,16 @@ def _abort_progressive(engine: Engine, status: dict[str, Any], why: str) -> None
         f"{engine.target.describe()}; set user_config.challenger to null by hand",
         err=True,
     )
+    return status
 
 
-def _undo(engine: Engine, status: dict[str, Any] | None, reason: str, why: str) -> None:
+def _undo(
+    engine: Engine, status: dict[str, Any] | None, reason: str, why: str, status_file: Path | None = None
+) -> None:
     """Roll a candidate that ``promote`` applied back (a few attempts), or say clearly what is left."""
     if _progressive_running(status):
         assert status is not None
-        _abort_progressive(engine, status, why)
+        _write_status_file(status_file, _abort_progressive(engine, status, why))
         return
     if not status or not status.get("rollout"):
         return

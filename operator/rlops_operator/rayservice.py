@@ -37,13 +37,16 @@ REQUEST_TIMEOUT_S = 15
 
 
 def api_client() -> Any:
-    """A Kubernetes API client: in-cluster credentials, else the kubeconfig (``KUBECONFIG``)."""
+    """A Kubernetes API client: in-cluster credentials, else the kubeconfig (``KUBECONFIG`` as it is now,
+    not as it was when the kubernetes package was imported)."""
+    import os
+
     from kubernetes import client, config
 
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
     return client.ApiClient()
 
 

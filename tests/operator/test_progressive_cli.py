@@ -124,3 +124,14 @@ def test_commands_annotate_the_policyrollout(cluster: EmulatedCluster) -> None:
     assert PAUSED_ANNOTATION not in notes()
     missing = runner.invoke(app, ["abort", "nope"])
     assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_watch_writes_the_status_file(tmp_path: Path) -> None:
+    """--status-file holds the status after every step (here: a pointer that does not exist yet)."""
+    f = tmp_path / "out" / "status.json"
+    pointer = tmp_path / "store" / "c" / "best_checkpoint.txt"
+    args = ["watch", "-p", str(pointer), "--dashboard-url", "http://127.0.0.1:1", "--duration", "0.5"]
+    out = runner.invoke(app, [*args, "--poll-interval", "0.2", "--status-file", str(f)])
+    assert out.exit_code == 0, out.output
+    status = json.loads(f.read_text())
+    assert status["pointer"]["outcome"] == "Refused" and "progressive" not in status
