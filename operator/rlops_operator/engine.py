@@ -255,10 +255,9 @@ class _Step:
 
     def backoff(self, count: int) -> float:
         """Extra wait before the next attempt: none after the first failure, then doubling."""
+        in_flight = self.st.rollout is not None or self.progressive_running()
         base, cap = (
-            (1.0, FLIGHT_BACKOFF_MAX_S)
-            if self.st.rollout is not None
-            else (self.spec.poll_interval_s, IDLE_BACKOFF_MAX_S)
+            (1.0, FLIGHT_BACKOFF_MAX_S) if in_flight else (self.spec.poll_interval_s, IDLE_BACKOFF_MAX_S)
         )
         return min(base * (2.0 ** min(count - 1, 30) - 1), max(cap, base))
 
@@ -356,6 +355,11 @@ class _Step:
             return
         if self.progressive_running():
             # a hold (pause, conflict) pauses the step's clock; abort rules and commands still apply
+            if not self.spec.progressive:  # strategy changed to Replace mid-rollout: abort it, once
+                started = (self.st.progressive or {}).get("startedAt")
+                command = {"id": f"strategy-replace-{started}", "action": "abort", "by": "spec"}
+                command["reason"] = "spec.strategy is no longer Progressive"
+                self.annotations = {**self.annotations, COMMAND_ANNOTATION: json.dumps(command)}
             if not self.backing_off():
                 self.progressive_step(paused=hold is not None)
             self.settle_errors()
@@ -429,6 +433,9 @@ class _Step:
             note = self.abandon_on(old, r)
             if note is None:
                 return False
+        if self.progressive_running():
+            note += self.abandon_progressive_on(old)
+        self.st.progressive = self.st.challenger = None
         self.st.rollout = None
         self.st.live = self.st.previous = self.st.deployed = self.st.pointer = None
         self.st.target = new
@@ -440,6 +447,20 @@ class _Step:
         message = f"target changed from {old.describe()} to {new.describe()}{note}; starting fresh there"
         self.decide(Decision(DecisionKind.TARGET_CHANGED, Reason.TARGET_CHANGED, message, warning=bool(r)))
         return True
+
+    def abandon_progressive_on(self, old: TargetRef) -> str:
+        """Empty the challenger slot on the old target (best effort: it may be gone)."""
+        state = self.progressive_state()
+        if state is None or self.engine.target_factory is None:
+            return "; its progressive rollout was abandoned"
+        old_target = self.engine.target_factory(TargetSpec.from_ref(old))
+        try:
+            apply = old_target.apply_serving  # type: ignore[attr-defined]
+            champion = checkpoint_record(state.champion_uri)
+            self.on_target(lambda: apply(Serving(state.champion_uri, None), self.lineage(champion)))
+        except (TargetError, AttributeError) as exc:
+            return f"; its progressive rollout was abandoned (emptying the challenger slot failed: {exc})"
+        return f"; its progressive rollout was aborted there ({state.champion_uri} serves everything)"
 
     def abandon_on(self, old: TargetRef, r: RolloutRecord) -> str | None:
         """Roll a rollout in flight back on its old target. None: could not yet (retried)."""

@@ -410,3 +410,38 @@ def test_crd_takes_the_strategy_and_shows_stage_and_weight() -> None:
     assert columns["Weight"] == ".status.progressive.weight"
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert status["progressive"]["x-kubernetes-preserve-unknown-fields"] is True
+
+
+def test_strategy_changed_to_replace_mid_rollout_aborts(world: dict[str, Any]) -> None:
+    w = world
+    status = started(w)
+    replace = RolloutSpec.from_resource(
+        {"pointer": w["pointer"], "target": {"dashboardUrl": "http://127.0.0.1:1"}}
+    )
+    out = step(w, status, replace)
+    prog = out.status["progressive"]
+    assert prog["stage"] == "Aborted" and "no longer Progressive" in prog["abortReason"]
+    assert user_config(w["target"])["challenger"] is None
+    again = step(w, out.status, replace)  # finished: Replace goes on as usual, nothing re-applied
+    assert again.status["progressive"]["stage"] == "Aborted" and again.state.rollout is None
+
+
+def test_target_change_mid_rollout_empties_the_old_slot(world: dict[str, Any]) -> None:
+    w = world
+    status = started(w)
+    old = w["target"]
+    new = ConfigTarget(w["champion"])
+    w["clock"].t += 5
+    spec = RolloutSpec.from_resource(
+        {"pointer": w["pointer"], "target": {"dashboardUrl": "http://127.0.0.2:1"}, "strategy": STRATEGY},
+        name="test",
+    )
+    engine = Engine(
+        spec, new, clock=w["clock"], metadata_probe=lambda _u: None, target_factory=lambda _t: old
+    )
+    out = engine.step(json.loads(json.dumps(status)))
+    assert user_config(old)["challenger"] is None and user_config(old)["checkpoint_uri"] == w["champion"]
+    # the new target starts fresh: the pointer still names the challenger, so a new rollout begins there
+    assert out.status["progressive"]["startedAt"] == w["clock"].t != status["progressive"]["startedAt"]
+    assert user_config(new)["challenger"]["mode"] == "shadow"
+    assert "aborted there" in out.decisions[0].message
