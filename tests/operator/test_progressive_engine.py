@@ -445,3 +445,25 @@ def test_target_change_mid_rollout_empties_the_old_slot(world: dict[str, Any]) -
     assert out.status["progressive"]["startedAt"] == w["clock"].t != status["progressive"]["startedAt"]
     assert user_config(new)["challenger"]["mode"] == "shadow"
     assert "aborted there" in out.decisions[0].message
+
+
+def test_transitions_count_in_metrics(world: dict[str, Any]) -> None:
+    """Each transition the engine reports is counted by kind and reason; the weight gauge follows it."""
+    from prometheus_client import REGISTRY
+    from rlops_operator import metrics
+
+    w = world
+    status = started(w)
+    cmd = json.dumps({"id": "a1", "action": "abort"})
+    out = step(w, status, notes={COMMAND_ANNOTATION: cmd})
+    labels = {"rollout": "ns/metrics-test", "kind": "Aborted", "reason": "ManualAbort"}
+    before = REGISTRY.get_sample_value("rlops_progressive_transitions_total", labels) or 0.0
+    for decision in out.decisions:
+        metrics.record("ns/metrics-test", decision)
+    assert REGISTRY.get_sample_value("rlops_progressive_transitions_total", labels) == before + 1
+    gauge = REGISTRY.get_sample_value("rlops_progressive_challenger_weight", {"rollout": "ns/metrics-test"})
+    assert gauge == 0.0
+    rolled = REGISTRY.get_sample_value(
+        "rlops_rollbacks_total", {"rollout": "ns/metrics-test", "reason": "ManualAbort"}
+    )
+    assert rolled is not None and rolled >= 1
