@@ -40,7 +40,7 @@ from rlops_demo.cluster import LocalRayCluster, free_port
 from rlops_demo.console import print_summary, relay_line, say
 from rlops_demo.load import LoadGenerator, LoadStats
 from rlops_demo.report import RoundSummary, plot_progressive, plot_timeline, write_html
-from rlops_demo.rollouts import progressive_entry, progressive_events, replace_entry
+from rlops_demo.rollouts import progressive_entry, progressive_estimates, progressive_events, replace_entry
 from rlops_demo.serve_deploy import deploy, serve_config, wait_running
 from rlops_demo.strategy import PROGRESSIVE_READY, engine_args, read_progressive, write_strategy
 
@@ -351,13 +351,14 @@ def write_outputs(
     marks: dict[str, float],
     rollouts: list[dict[str, Any]],
     events: list[tuple[float, str, str]],
+    estimates: list[tuple[float, float, float, str]] | None = None,
 ) -> dict:
     """Timeline, report and summary.json (written last: it marks the run finished)."""
     strategy = "Progressive" if demo.settings.progressive else "Replace"
     summary = summarize(rounds, stats, marks["pointer written"], marks["live"], rollouts, strategy)
     images = demo.run.path / "images"
     timeline = plot_timeline(stats, marks, images / "rollout.png")
-    progressive = plot_progressive(stats, events, images / "progressive.png")
+    progressive = plot_progressive(stats, events, images / "progressive.png", estimates=estimates)
     report = write_html(summary, rounds, timeline, demo.run.report, progressive)
     print_summary(demo.out, summary, rounds, demo.storage, report)
     demo.run.summary.write_text(json.dumps(summary, indent=2))
@@ -433,8 +434,9 @@ def _progressive_story(
     demo.stage(8, "summary")
     rollouts = [progressive_entry(st, r.metric, stats, demo.load_wall0) for r, st in states]
     events = [e for r, st in states for e in progressive_events(st, demo.load_wall0, r.name)]
+    estimates = [e for r, st in states for e in progressive_estimates(st, demo.load_wall0, r.name)]
     marks = {"pointer written": pointer_at, "live": live_at}
-    summary = write_outputs(demo, rounds, stats, marks, rollouts, events)
+    summary = write_outputs(demo, rounds, stats, marks, rollouts, events, estimates)
     problems = story_problems(summary, second.checkpoint_uri, third)
     if problems:
         raise DemoFailed("; ".join(problems))

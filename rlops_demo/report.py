@@ -90,13 +90,19 @@ def _binned_means(points: list[tuple[float, float]], width: float) -> tuple[list
 
 
 def plot_progressive(
-    stats: LoadStats, events: list[tuple[float, str, str]], path: Path, bin_seconds: float = 5.0
+    stats: LoadStats,
+    events: list[tuple[float, str, str]],
+    path: Path,
+    bin_seconds: float = 5.0,
+    estimates: list[tuple[float, float, float, str]] | None = None,
 ) -> Path:
     """The challenger's weight and each slot's online return over time, with promotions and aborts marked.
 
     ``events``: ``(t, label, kind)`` on the load's clock; ``kind`` ``abort`` is drawn red, ``promote``
-    green, anything else gray. Without a challenger slot (the ``Replace`` strategy) the weight panel
-    shows the swaps of the live checkpoint, and every episode counts as the champion's of its time.
+    green, anything else gray. ``estimates``: ``(start, end, value, label)`` off-policy estimates of a
+    challenger, drawn as a dashed level over its shadow window. Without a challenger slot (the
+    ``Replace`` strategy) the weight panel shows the swaps of the live checkpoint, and every episode
+    counts as the champion's of its time.
     """
     import matplotlib
 
@@ -136,6 +142,11 @@ def plot_progressive(
         ax_r.scatter([t for t, _ in points], [r for _, r in points], s=4, alpha=0.15, color=color)
         xs, ys = _binned_means(points, bin_seconds)
         ax_r.plot(xs, ys, color=color, marker="o", ms=3, label=f"{slot}: mean return per {bin_seconds:g} s")
+    for start, end, value, label in estimates or []:
+        ax_r.hlines(value, start, end, colors="tab:orange", linestyles="dashed", lw=2)
+        ax_r.annotate(
+            label, (start, value), textcoords="offset points", xytext=(2, 4), fontsize=7, color="tab:orange"
+        )
     ax_r.set_ylabel("episode return (production)")
     ax_r.set_xlabel("seconds since load started")
     ax_r.legend(loc="lower left", fontsize=8)

@@ -141,3 +141,19 @@ def progressive_events(
             reason = str(state.get("abortReason") or outcome).split(":", 1)[0]
             events.append((last_end, f"ABORT {label}: {reason}"[:48], "abort"))
     return events
+
+
+def progressive_estimates(
+    state: dict[str, Any], wall_at_load_start: float, name: str | None = None
+) -> list[tuple[float, float, float, str]]:
+    """``(start, end, value, label)`` on the load's clock: the off-policy estimate over its shadow window."""
+    label = name or str(state.get("challengerUri") or "").rstrip("/").rsplit("/", 1)[-1]
+    shadow = next((s for s in state.get("stages") or [] if s.get("name") == "shadow"), None)
+    for summary in state.get("stages") or []:
+        estimate = summary.get("offPolicyEstimate")
+        if estimate and shadow is not None and summary.get("endedAt") is not None:
+            start = float(shadow["startedAt"]) - wall_at_load_start
+            end = float(summary["endedAt"]) - wall_at_load_start
+            text = f"{label}: off-policy estimate {float(estimate['estimate']):.2f}"
+            return [(start, end, float(estimate["estimate"]), text)]
+    return []

@@ -30,7 +30,7 @@ from rlops_operator.progressive import (
 from rlops_demo.__main__ import story_problems
 from rlops_demo.load import EpisodeRecord, LoadGenerator, LoadStats, SlotState
 from rlops_demo.report import RoundSummary, plot_progressive, plot_timeline, write_html
-from rlops_demo.rollouts import progressive_entry, progressive_events, replace_entry
+from rlops_demo.rollouts import progressive_entry, progressive_estimates, progressive_events, replace_entry
 from rlops_demo.strategy import DEMO_STRATEGY, engine_args, read_progressive, write_strategy
 from tests.test_report_render import image_sources
 from tests.waiting import wait_for
@@ -424,6 +424,15 @@ def test_events_mark_stages_promotion_and_the_abort() -> None:
     assert "ABORT ckpt: Regression" in labels
 
 
+def test_estimates_span_the_shadow_window_up_to_the_gate_verdict() -> None:
+    assert progressive_estimates(_promoted_state(), WALL0, "round-2") == [
+        (10.0, 41.0, 9.3, "round-2: off-policy estimate 9.30")
+    ]
+    no_gate = _aborted_state()
+    no_gate["stages"] = no_gate["stages"][:1]  # aborted during shadow: no estimate was made
+    assert progressive_estimates(no_gate, WALL0) == []
+
+
 def test_story_problems_name_what_the_run_failed_to_show() -> None:
     promoted = progressive_entry(_promoted_state(), 9.56)
     aborted = progressive_entry(_aborted_state(), 9.77)
@@ -452,7 +461,8 @@ def test_report_shows_weights_per_slot_returns_and_the_abort(tmp_path: Path) -> 
     ]
     events = progressive_events(_promoted_state(), WALL0) + progressive_events(_aborted_state(), WALL0)
     run = tmp_path / "run"
-    png = plot_progressive(stats, events, run / "images" / "progressive.png")
+    estimates = progressive_estimates(_aborted_state(), WALL0, "round-3")
+    png = plot_progressive(stats, events, run / "images" / "progressive.png", estimates=estimates)
     timeline = plot_timeline(stats, {"live": 75.0}, run / "images" / "rollout.png")
     rounds = [
         RoundSummary(n, f"/s/{n}/ckpt", m, True, 1.0, None) for n, m in [("round-2", 9.56), ("round-3", 9.77)]
