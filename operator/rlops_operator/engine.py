@@ -1019,8 +1019,8 @@ class _Step:
                 self.annotations,
                 paused or self.spec.paused,
             )
-        except ValueError as exc:  # a status the state machine cannot read: say so, keep serving as is
-            self.error("status", Reason.CHECK_FAILED, f"status.progressive unreadable: {exc}")
+        except ValueError as exc:  # a status the state machine cannot read: champion only, say so once
+            self.drop_unreadable_progressive(str(exc))
             return
         log_problems = [p for p in out.problems if p.startswith("decision log:")]
         if log_problems:
@@ -1057,6 +1057,18 @@ class _Step:
             self.progressive_aborted(state)
         elif state.stage == "RolledBack" and before.get("stage") != "RolledBack":
             self.progressive_undone(state)
+
+    def drop_unreadable_progressive(self, why: str) -> None:
+        """status.progressive cannot be read (edited by hand?): the live champion takes all traffic."""
+        live = self.st.live
+        if live is not None and not self.apply_serving(Serving(live.checkpoint_uri, None), live):
+            return
+        self.st.progressive = self.st.challenger = None
+        self.st.phase = Phase.ROLLED_BACK if live is not None else Phase.IDLE
+        keep = f"; {live.checkpoint_uri} serves everything" if live is not None else ""
+        msg = f"status.progressive unreadable, rollout abandoned{keep}: {why[:300]}"
+        self.condition(ConditionType.PROGRESSING, False, Reason.ABORTED, msg)
+        self.decide(Decision(DecisionKind.ROLLED_BACK, Reason.ABORTED, msg, warning=True))
 
     def progressive_promoted_now(self, state: ProgressiveState, challenger: CheckpointRecord) -> None:
         old = self.st.live

@@ -467,3 +467,14 @@ def test_transitions_count_in_metrics(world: dict[str, Any]) -> None:
         "rlops_rollbacks_total", {"rollout": "ns/metrics-test", "reason": "ManualAbort"}
     )
     assert rolled is not None and rolled >= 1
+
+
+def test_unreadable_progressive_status_gives_all_traffic_to_the_champion(world: dict[str, Any]) -> None:
+    w = world
+    status = started(w)
+    status["progressive"]["stage"] = "Sideways"  # a hand edit the state machine cannot read
+    out = step(w, status)
+    assert "progressive" not in out.status and out.status["phase"] == "RolledBack"
+    assert user_config(w["target"])["challenger"] is None
+    assert user_config(w["target"])["checkpoint_uri"] == w["champion"]
+    assert out.decisions[0].warning and "unreadable" in out.decisions[0].message
