@@ -7,7 +7,7 @@
 4. the engine sees the new pointer, checks the checkpoint and rolls the endpoint to it;
 5. print a summary and write a report (training curves, rollout timeline, rollouts).
 
-With progressive delivery (``--progressive``; the default once ``strategy.PROGRESSIVE_READY`` is on),
+With progressive delivery (``--progressive``, the default; ``--replace`` for the all-at-once flow),
 step 4 goes through shadow, the off-policy gate and canary steps to 100% (rlops_demo/strategy.py), and
 a third round trained on a simulator with a deliberate modelling error (``corridor-sim``: its training
 metric beats round 2's, its production return is far worse) must be stopped on live evidence while

@@ -1,9 +1,9 @@
 """The demo's progressive-delivery strategy, and the one place that hands it to ``rlops-rollout watch``.
 
-``PROGRESSIVE_READY`` is the switch: while the Serve app and the engine/CLI wiring of progressive
-delivery (issue 11) are not both in, the demo runs today's ``Replace`` flow (two rounds, all at once).
-Flip it (or pass ``--progressive``) once ``rlops-rollout watch`` takes the strategy and writes its
-status; ``engine_args`` is the only code that knows the CLI's flags for that.
+``PROGRESSIVE_READY`` is the switch (the default of ``--progressive/--replace``): on, the demo tells the
+progressive-delivery story (three rounds); off (or ``--replace``), it runs the ``Replace`` flow (two
+rounds, all at once). ``engine_args`` is the only code that knows the CLI's flags for the strategy
+(``rlops-rollout watch --strategy-file --status-file --log-root``).
 
 The strategy is ``spec.strategy`` of a PolicyRollout (docs/progressive.md), scaled to a demo: short
 holds and small minimum episode counts so the whole run stays under 8 minutes on two cores, and
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-PROGRESSIVE_READY = False  # the switch: True once Serve + engine/CLI progressive wiring has landed
+PROGRESSIVE_READY = True  # the Serve app and rlops-rollout watch are wired for progressive delivery
 
 DECISION_FLUSH_SECONDS = 2.0  # workloads/serving/decision_writer.py: DecisionWriterSettings.flush_seconds
 

@@ -24,7 +24,7 @@ from rlops_demo import rundir
 from tests.test_report_render import image_sources
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN_TIMEOUT_S = 900  # one run takes 1-3 minutes here; this only catches a hang
+RUN_TIMEOUT_S = 900  # a Replace run takes ~3 minutes here, a progressive one ~6; this only catches a hang
 # The real demo with a shorter second round (5 instead of 10 iterations): still well above round 1.
 SMALL = ("--second-iters", "5")
 
