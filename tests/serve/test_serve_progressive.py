@@ -8,6 +8,7 @@ One app with two replicas is deployed once (dashboard REST API, the KubeRay way)
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -58,6 +59,10 @@ class ProgressiveApp:
                 if (got is None) != (wanted is None):
                     return None
                 if wanted is not None and (got["mode"], got["weight"]) != (wanted["mode"], wanted["weight"]):
+                    return None
+                if (meta.get("decision_log") or {}).get("root") != (
+                    user_config.get("decision_log") or {}
+                ).get("root"):
                     return None
             return metas
 
@@ -359,6 +364,20 @@ def test_promotion_at_full_weight_moves_the_loaded_challenger_without_a_reload(p
     assert answer.json()["policy"] == "champion" and answer.headers["x-rlops-checkpoint"] == prog.ck.early
 
 
+def test_swapping_roles_moves_both_loaded_policies_without_a_load(prog: ProgressiveApp) -> None:
+    """Undo staged as a canary: the champion becomes the challenger and back, both already loaded."""
+    before = prog.deploy(prog.config({"checkpoint_uri": prog.ck.early, "mode": "canary", "weight": 0.2}))
+    swapped = {"checkpoint_uri": prog.ck.final, "mode": "canary", "weight": 0.2}
+    after = prog.deploy({**prog.config(swapped), "checkpoint_uri": prog.ck.early})
+    assert set(after) == set(before), "a replica restarted during the swap"
+    for replica, meta in after.items():
+        old = before[replica]
+        assert meta["checkpoint_uri"] == prog.ck.early and meta["challenger"]["loaded"] is True
+        assert meta["loaded_at"] == old["challenger"]["loaded_at"]  # moved, not reloaded
+        assert meta["challenger"]["loaded_at"] == old["loaded_at"]
+    prog.deploy(prog.config(None))
+
+
 def test_a_challenger_that_fails_to_load_leaves_the_champion_serving(
     prog: ProgressiveApp, tmp_path: Path
 ) -> None:
@@ -374,3 +393,95 @@ def test_a_challenger_that_fails_to_load_leaves_the_champion_serving(
     assert {a.json()["policy"] for a in answers} == {"champion"}
     metas = prog.deploy(prog.config(None))
     assert all(m["challenger"] is None for m in metas.values())
+
+
+# ------------------------------------------------------------------------------------- the log fails
+def test_a_decision_log_that_cannot_be_written_drops_and_counts_and_fails_no_request(
+    prog: ProgressiveApp, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    root = str(blocker / "logs")  # every write fails: a file stands where a folder should be
+    challenger = {"checkpoint_uri": prog.ck.early, "mode": "canary", "weight": 0.5}
+    config = prog.config(challenger)
+    config["decision_log"] = {"root": root, "flush_seconds": 0.2, "write_attempts": 1}
+    prog.deploy(config)
+    answers = ask_all(prog, [{"state": [1], "episode_id": f"nolog-{i}"} for i in range(40)])
+    assert {a.status_code for a in answers} == {200}
+    with httpx.Client(timeout=30) as client:
+        resp = client.post(
+            f"{prog.url}/feedback", json={"episode_id": "nolog-1", "reward": 1.0, "done": True}
+        )
+    assert resp.status_code == 202, resp.text
+
+    def dropped() -> dict[str, dict[str, Any]] | None:
+        metas = prog.replica_metadata()
+        logs = [m["decision_log"] for m in metas.values()]
+        return metas if sum(s["dropped"] for s in logs) >= 41 and any(s["last_error"] for s in logs) else None
+
+    metas = wait_for(dropped, timeout=60, interval=0.5, what="the failed writes counted as dropped")
+    assert all(m["decision_log"]["current_writer"]["written"] == 0 for m in metas.values())  # this root
+    prog.deploy(prog.config(None))
+
+
+def test_a_malformed_decision_log_root_is_refused_and_the_replica_keeps_serving(prog: ProgressiveApp) -> None:
+    prog.deploy(prog.config(None))
+    bad = {**prog.config(None), "decision_log": {"root": "s3://"}}
+    prog.apps.deploy(APP, bad, num_replicas=REPLICAS, wait=False)
+
+    def refused() -> dict[str, dict[str, Any]] | None:
+        metas = prog.replica_metadata()
+        return metas if all(m["last_error"] for m in metas.values()) else None
+
+    metas = wait_for(refused, timeout=120, interval=0.5, what="both replicas reporting the bad user_config")
+    for meta in metas.values():
+        assert "invalid user_config" in meta["last_error"]["error"], meta["last_error"]
+        assert meta["decision_log"]["root"] == prog.log_root  # the last good writer is kept
+    with httpx.Client(timeout=30) as client:
+        assert prog.act(client, {"state": [1], "episode_id": "still-serving"}).status_code == 200
+    metas = prog.deploy(prog.config(None))
+    assert all(m["last_error"] is None for m in metas.values())
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def _metrics_text() -> str:
+    import ray
+
+    texts = []
+    for node in ray.nodes():
+        if node.get("Alive") and node.get("MetricsExportPort"):
+            url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+            texts.append(httpx.get(url, timeout=30).text)
+    return "\n".join(texts)
+
+
+def _series(name: str) -> dict[str, float]:
+    """``{labels: value}`` of one metric of this module's app, from Ray's Prometheus endpoints."""
+    pattern = re.compile(rf"^{name}\{{([^}}]*)\}} (\S+)$", re.MULTILINE)
+    return {
+        labels: float(v) for labels, v in pattern.findall(_metrics_text()) if f'application="{APP}"' in labels
+    }
+
+
+def test_per_slot_metrics_are_exported(prog: ProgressiveApp) -> None:
+    prog.deploy(prog.config({"checkpoint_uri": prog.ck.early, "mode": "canary", "weight": 0.5}))
+    answers = ask_all(prog, [{"state": [1], "episode_id": f"metrics-{i}"} for i in range(40)])
+    assert {a.json()["policy"] for a in answers} == {"champion", "challenger"}
+    httpx.post(
+        f"{prog.url}/feedback", json={"episode_id": "metrics-0", "reward": 1.0, "done": True}, timeout=30
+    )
+
+    def exported() -> bool:
+        requests = _series("ray_rlops_serve_slot_requests_total")
+        weights = _series("ray_rlops_serve_challenger_weight")
+        return (
+            any('slot="challenger"' in k for k in requests)
+            and any('slot="champion"' in k for k in requests)
+            and any('mode="canary"' in k and v == 0.5 for k, v in weights.items())
+            and bool(_series("ray_rlops_serve_slot_latency_ms_bucket"))
+            and bool(_series("ray_rlops_serve_feedback_total"))
+            and any('outcome="written"' in k for k in _series("ray_rlops_serve_decision_log_records_total"))
+        )
+
+    wait_for(exported, timeout=90, interval=2.0, what="per-slot metrics on Ray's Prometheus endpoint")
+    prog.deploy(prog.config(None))
