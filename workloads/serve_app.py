@@ -523,9 +523,6 @@ class PolicyServer:
         explore, extras = not body.deterministic, body.return_probs
         self._count += 1
         count = self._count  # taken at arrival: each answer has its own, however requests interleave
-        # "policy" is in every answer of an episode request and of a replica with a challenger configured;
-        # a champion-only replica answers the seed request shapes exactly as before.
-        say_policy = body.episode_id is not None or slots.challenger_settings is not None
         if body.observations is not None:
             if body.episode_id is not None:
                 message = (
@@ -554,10 +551,9 @@ class PolicyServer:
             results = [result]
             payload = _single_payload(result, count, extras)
             self.metrics.requests.inc(tags={"shape": "single"})
-            if say_policy:
-                payload["policy"] = answered_by
-        if say_policy:
-            payload.setdefault("policy", CHAMPION)
+            payload["policy"] = answered_by
+        # Every answer says which slot answered (DESIGN.md's serving contract); a batch is the champion's.
+        payload.setdefault("policy", CHAMPION)
         self.metrics.count_actions([r.action for r in results])
         if self._capture.settings.enabled:
             self._capture.offer(

@@ -17,7 +17,8 @@ def test_single_request_shapes(corridor_url: str, method: str, key: str) -> None
     second = httpx.request(method, f"{corridor_url}/", json={key: [6.0]}, timeout=30)
     assert first.status_code == 200, first.text
     body = first.json()
-    assert set(body) == {"action", "count"}
+    assert set(body) == {"action", "count", "policy"}
+    assert body["policy"] == "champion"  # no challenger configured: the champion answers everything
     assert type(body["action"]) is int and body["action"] in (0, 1)
     assert second.json()["count"] > body["count"]  # the replica's request counter
 
