@@ -118,7 +118,7 @@ def _replica_rss_bytes(dashboard_url: str, app: str) -> int:
     strict=False,
     reason=(
         "known gap (docs/serving.md, Body size): behind Serve's default proxy, body chunks that arrive "
-        "before the 413 are buffered in the replica; a loaded CI run measured +73.7 MiB, others +3 MiB"
+        "before the 413 are buffered in the replica; measured +73.7 MiB in CI and again on a quiet run"
     ),
 )
 def test_replica_memory_stays_flat_under_a_100mb_body(serve_apps, corridor_checkpoints, ray_cluster) -> None:
