@@ -32,7 +32,7 @@ lint: install
 
 test: install tools
 	$(MAKE) lint
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=30  # the 30 slowest tests, to keep the suite near 20 minutes
 
 demo: install
 	$(PY) -m rlops_demo
