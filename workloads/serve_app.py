@@ -717,6 +717,7 @@ class PolicyServer:
             "challenger": self._challenger_status(slots),
             "decision_log": self._decision_log_status(),
             "feedback": dict(self._feedback_counts),
+            "inference": {"path": policy.inference_path, "reason": policy.path_reason},
         }
 
     def _challenger_status(self, slots: Slots) -> dict[str, Any] | None:

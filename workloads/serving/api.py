@@ -160,6 +160,11 @@ class Metadata(BaseModel):
     feedback: dict[str, int] = Field(
         default_factory=dict, description="Accepted POST /feedback: episodes this replica answered, or not."
     )
+    inference: dict[str, str] | None = Field(
+        None,
+        description="How the champion computes actions: path 'fast' (RLlib's default connector pipelines "
+        "done directly on the batch) or 'pipelines' (the checkpoint's connectors run), and why.",
+    )
 
 
 class FeedbackResponse(BaseModel):

@@ -6,11 +6,14 @@ pipelines that the env runners used in training, so served actions go through ex
 preprocessing (a maze's ``Discrete`` observation is one-hot encoded there, not here).
 
 Each request is one observation with no history: the server builds a one-step episode per observation,
-which is what stateless (feed-forward) policies see at every step.
+which is what stateless (feed-forward) policies see at every step. When both pipelines are exactly
+RLlib's defaults (``serving/fastpath.py``), the same work is done directly on the batch instead: same
+observation tensor, same forward pass, same action distribution class, same numpy conversion and clipping.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -20,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from rlops_core import checkpoints, storage
+from workloads.serving.fastpath import FAST, PIPELINES, FastPath, plan_fast_path
+
+log = logging.getLogger("ray.serve")
 
 MODULE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
 ENV_TO_MODULE_PATH = ("env_runner", "env_to_module_connector")
@@ -52,6 +58,13 @@ class Policy:
     module_to_env: Any
     loaded_at: str
     load_seconds: float
+    fast_path: FastPath | None = None
+    path_reason: str = "not inspected"
+
+    @property
+    def inference_path(self) -> str:
+        """``fast`` (default pipelines done directly) or ``pipelines`` (the checkpoint's connectors run)."""
+        return FAST if self.fast_path is not None else PIPELINES
 
     @property
     def observation_space(self) -> Any:
@@ -66,6 +79,22 @@ class Policy:
 
         ``explore=True`` samples from the action distribution (the default for serving), ``False`` is greedy.
         """
+        import numpy as np
+        import torch
+
+        if self.fast_path is not None:
+            with torch.no_grad():
+                out = self.fast_path.run(observations, explore=explore, values=extras)
+            results = [ActionResult(action=_plain(a)) for a in out.env_actions]
+            if extras:
+                self._add_extras(results, out.dist_inputs, out.actions, out.values, np)
+            return results
+        return self._act_with_pipelines(observations, explore=explore, extras=extras)
+
+    def _act_with_pipelines(
+        self, observations: list[Any], *, explore: bool, extras: bool = False
+    ) -> list[ActionResult]:
+        """The checkpoint's own connector pipelines, one one-step episode per observation."""
         import numpy as np
         import torch
         from ray.rllib.core.columns import Columns
@@ -162,6 +191,11 @@ def load_policy(checkpoint_uri: str, *, allowed_prefixes: list[str] | None = Non
         module, env_to_module, module_to_env = _load_parts(local)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        fast_path, reason = plan_fast_path(module, env_to_module, module_to_env)
+    except Exception as exc:  # an unexpected connector layout: the pipelines always work
+        fast_path, reason = None, f"could not inspect the pipelines ({type(exc).__name__}: {exc})"
+    log.info("checkpoint %s: inference path %s (%s)", location.uri, FAST if fast_path else PIPELINES, reason)
     return Policy(
         checkpoint_uri=location.uri,
         manifest=manifest,
@@ -170,6 +204,8 @@ def load_policy(checkpoint_uri: str, *, allowed_prefixes: list[str] | None = Non
         module_to_env=module_to_env,
         loaded_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         load_seconds=time.perf_counter() - started,
+        fast_path=fast_path,
+        path_reason=reason,
     )
 
 
