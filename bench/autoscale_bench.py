@@ -375,13 +375,13 @@ def to_markdown(r: dict[str, Any]) -> str:
     cap = r["summary"]["capacity"]
     cold = r["summary"]["cold start"]["1 -> 2 replicas"]
     step = r["summary"]["step"][f"1 -> {r['step_clients']} clients"]
-    quiet = "quiet" if r["quiet"] else f"LOADED (1-min load average up to {r['max_load_before']})"
+    quiet = "quiet" if r["quiet"] else "LOADED"
     lines = [
         f"# Serve autoscaling benchmark ({r['started_at']}, {quiet})",
         "",
         f"{r['machine'].get('cores')} CPUs; Serve's default proxy on loopback; closed-loop httpx clients "
-        f"(one request in flight per client). Median (min-max) of {r['method']['repeats']} repeats; the "
-        "load average before each point is in autoscale.json.",
+        f"(one request in flight per client). Median (min-max) of {r['method']['repeats']} repeats; "
+        f"{method.load_sentence(r)}. The load before each point is in autoscale.json.",
         "",
         "## Capacity of one replica",
         "",
@@ -425,6 +425,33 @@ def to_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def assemble(
+    record: method.Run,
+    levels: list[int],
+    seconds: float,
+    step_clients: int,
+    target: int,
+    autoscaling: dict[str, Any],
+) -> dict[str, Any]:
+    """The results file: the method's header (load record, ``quiet`` verdict), the settings, the
+    median and min-max of every point over its repeats, and every repeat's raw values."""
+    return {
+        **record.header(),
+        "levels": levels,
+        "seconds_per_capacity_point": seconds,
+        "step_clients": step_clients,
+        "target_replicas": target,
+        "replica_cpus": REPLICA_CPUS,
+        "autoscaling_config": autoscaling,
+        "summary": {
+            "capacity": record.summary(CAPACITY_METRICS)["capacity"],
+            "cold start": record.summary(COLD_METRICS)["cold start"],
+            "step": record.summary(STEP_METRICS)["step"],
+        },
+        "points": record.points,
+    }
+
+
 def run(out_dir: Path, step_clients: int, seconds: float, levels: list[int], repeats: int) -> dict[str, Any]:
     from rlops_demo.cluster import LocalRayCluster, free_port
 
@@ -461,21 +488,7 @@ def run(out_dir: Path, step_clients: int, seconds: float, levels: list[int], rep
             ray.shutdown()
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    result = {
-        **record.header(),
-        "levels": levels,
-        "seconds_per_capacity_point": seconds,
-        "step_clients": step_clients,
-        "target_replicas": target,
-        "replica_cpus": REPLICA_CPUS,
-        "autoscaling_config": autoscaling,
-        "summary": {
-            "capacity": record.summary(CAPACITY_METRICS)["capacity"],
-            "cold start": record.summary(COLD_METRICS)["cold start"],
-            "step": record.summary(STEP_METRICS)["step"],
-        },
-        "points": record.points,
-    }
+    result = assemble(record, levels, seconds, step_clients, target, autoscaling)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "autoscale.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "autoscale.md").write_text(to_markdown(result))
