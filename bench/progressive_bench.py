@@ -22,8 +22,10 @@ every point, medians with min-max, CPU pinning on by default):
    after another (one variant: nothing to interleave), each promoting the next checkpoint.
 
 Expected time of a full run (defaults: 3 repeats, 8 s per wrk point, 3 rollouts) on an idle 2-core machine:
-about 9-11 minutes. ``--quick`` (1 repeat, 3 s points, 1 rollout; never quiet, never in the README): about
-4-5 minutes.
+about 8-10 minutes (head start and 3 tiny training iterations ~1 min, serving points ~4 min, three rollouts
+of ~40-60 s each). ``--quick`` (1 repeat, 3 s points, 1 rollout; never quiet, never in the README): about
+4 minutes idle; 8.5 minutes were measured at a load average of 10-33 (other work on the machine), the
+rollout itself taking 68 s there.
 
     python -m bench.progressive_bench [--repeats 3] [--duration 8] [--rollouts 3] [--no-pin] [--out DIR]
     python -m bench.progressive_bench --quick --out /tmp/progressive-quick
@@ -513,7 +515,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         "## Serving cost (req/s, p50, p99; ratio of req/s medians to champion only)",
         "",
-        "| variant | c16 req/s | c16 p50 | c16 p99 | c16 ratio | c1 req/s | c1 p50 | c1 ratio | RSS MiB |",
+        "| variant | c16 req/s | c16 p50 ms | c16 p99 ms | c16 ratio | c1 req/s | c1 p50 ms | c1 ratio "
+        "| RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, label in serving["labels"].items():
@@ -532,7 +535,9 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         f"Target: canary at 50% ≥ {r['targets']['canary_ratio_target']}x champion only at 16 connections: "
         f"**{'met' if r['targets']['canary_c16_met'] else 'not met'}**. "
-        "Shadow's cost is reported, no target.",
+        "Shadow's cost is reported, no target. RSS: each variant's replica after warm-up; the benchmark's "
+        "policies are tiny (one 16-unit layer), so a second slot's weights are kilobytes and any RSS "
+        "difference is the loaded code paths and allocator noise.",
         f"Split: the challenger answered {direct['challenger_share']:.1%} of {direct['requests']} direct "
         f"requests (routing predicts {direct['expected_share']:.1%}); share of the wrk decisions logged as "
         f"challenger per canary point: {', '.join(f'{x:.1%}' if x is not None else '?' for x in logged)}.",
