@@ -31,6 +31,9 @@ SOLVE_TARGET_S = {"cartpole": 60.0}
 MODES = ("plain_loop", "train_job")
 METRICS = ("wall_s", "iterations", "env_steps", "final_return")
 PHASES = ("setup_s", "trial_start_s", "training_s", "tune_shutdown_s", "commit_s", "curves_s")
+# trial_start_s split by when the processes began (local head only, from /proc; see ProcessStarts)
+TRIAL_START_PARTS = ("trial_spawn_s", "trial_boot_s", "runner_boot_s")
+BREAKDOWN = (*PHASES, *TRIAL_START_PARTS, "per_iter_overhead_s")
 
 
 @dataclass(frozen=True)
@@ -90,19 +93,103 @@ def plain_loop(case: Case, seed: int, max_iters: int | None = None) -> dict[str,
     return _attempt(case, wall, iters, steps, value)
 
 
+def _uptime() -> float:
+    """Seconds since boot: the clock of ``/proc/<pid>/stat`` start times (``btime`` is whole seconds)."""
+    with open("/proc/uptime") as fh:
+        return float(fh.read().split()[0])
+
+
+def _proc_starts() -> dict[int, tuple[int, str, float]]:
+    """``{pid: (parent pid, Ray proctitle, start in seconds since boot)}`` of the ``ray::`` processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[int, str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                title = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if title.startswith("ray::"):
+            out[int(entry)] = (int(fields[1]), title, int(fields[19]) / tick)
+    return out
+
+
+def _process_starts_callback() -> Any:
+    """A Tune callback splitting the first trial's start by when its processes began (local head only).
+
+    ``trial_spawn_s``: from the experiment's start until the trial actor's process exists (Tune's
+    placement group, scheduling, the worker's fork). ``trial_boot_s``: from there until the trial's
+    first env-runner process exists (Python and Ray start, importing RLlib and torch, the algorithm's
+    setup up to creating its env runners). ``runner_boot_s``: from there until Tune reports the trial
+    started (the env runner's own start and imports, then the rest of the build). Processes are found
+    in ``/proc`` by Ray's ``ray::<class>`` titles: the trial actor by the ``pid`` in its first result,
+    its env runners as siblings (same raylet parent) started after it.
+    """
+    from ray.tune import Callback
+
+    class ProcessStarts(Callback):
+        def __init__(self) -> None:
+            self.times: dict[str, float] = {}
+
+        def setup(self, **info: Any) -> None:
+            if sys.platform.startswith("linux"):
+                self.times["experiment_start"] = _uptime()
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if sys.platform.startswith("linux"):
+                self.times.setdefault("trial_started", _uptime())
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **_: Any) -> None:
+            if "trial_process" in self.times or not sys.platform.startswith("linux"):
+                return
+            procs = _proc_starts()
+            own = procs.get(int(result.get("pid") or -1))
+            if own is None:  # the trial runs on another node
+                return
+            parent, _, began = own
+            self.times["trial_process"] = began
+            runners = [
+                start
+                for ppid, title, start in procs.values()
+                if ppid == parent and "EnvRunner" in title and start >= began
+            ]
+            if runners:
+                self.times["env_runner_process"] = min(runners)
+
+        def parts(self) -> dict[str, float | None]:
+            t = self.times
+            keys = ("experiment_start", "trial_process", "env_runner_process", "trial_started")
+            if not all(k in t for k in keys):
+                return dict.fromkeys(TRIAL_START_PARTS)
+            return {
+                "trial_spawn_s": round(t["trial_process"] - t["experiment_start"], 3),
+                "trial_boot_s": round(t["env_runner_process"] - t["trial_process"], 3),
+                "runner_boot_s": round(t["trial_started"] - t["env_runner_process"], 3),
+            }
+
+    return ProcessStarts()
+
+
 def via_train_job(case: Case, seed: int) -> dict[str, Any]:
     """``run_training`` with the same settings: Tune, checkpoints, manifest, pointer and curves PNG."""
     from workloads.training.runner import run_training
 
     settings = _settings(case, tempfile.mkdtemp(prefix="bench-tune-"), f"bench-{case.name}-{seed}", seed)
     phases: dict[str, float] = {}
+    probe = _process_starts_callback()
     start = time.perf_counter()
-    outcome = run_training(settings, timings=phases)
+    outcome = run_training(settings, timings=phases, callbacks=[probe])
     wall = time.perf_counter() - start
     row = outcome.trials[0] if outcome.trials else {}
     final = None if row.get("last_return") is None else float(row["last_return"])
     attempt = _attempt(case, wall, int(row.get("iters", 0)), int(row.get("steps", 0)), final)
     attempt.update({k: phases.get(k) for k in PHASES})
+    attempt.update(probe.parts())
+    attempt["per_iter_overhead_s"] = phases.get("per_iter_overhead_s")
     return attempt
 
 
@@ -126,7 +213,7 @@ def _attempt_fn(mode: str, case: Case, seed: int) -> Any:
 def summarize_case(case: Case, run: method.Run) -> dict[str, Any]:
     """Medians and spreads per mode, the ratio of the medians and the targets, for one case."""
     points = [p for p in run.points if p["point"] == case.name]
-    stats = run.summary([*METRICS, *PHASES])
+    stats = run.summary([*METRICS, *BREAKDOWN])
     out: dict[str, Any] = {"target_return": case.target, "preset": case.preset}
     for mode in MODES:
         out[mode] = stats[mode][case.name]
@@ -160,11 +247,16 @@ def _markdown(report: dict[str, Any]) -> str:
             f"({'met' if s['ratio_met'] else 'NOT met'}) | {'yes' if s['all_solved'] else 'NO'} |"
         )
     lines += ["", "Where train_job's time goes (median s, min-max):", ""]
-    lines += ["| case | " + " | ".join(p[:-2].replace("_", " ") for p in PHASES) + " |"]
-    lines += ["|---|" + "---|" * len(PHASES)]
+    lines += ["| case | " + " | ".join(p[:-2].replace("_", " ") for p in BREAKDOWN) + " |"]
+    lines += ["|---|" + "---|" * len(BREAKDOWN)]
     for name, s in report["cases"].items():
-        cells = [method.fmt_spread(s["train_job"][p], 2) if p in s["train_job"] else "-" for p in PHASES]
+        cells = [method.fmt_spread(s["train_job"][p], 2) if p in s["train_job"] else "-" for p in BREAKDOWN]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "trial spawn + trial boot + runner boot = trial start (local head only); per iter overhead is the "
+        "wall time per iteration outside the algorithm's train() (checkpoint save, reporting, Tune).",
+    ]
     lines += ["", "Points (load before each):", ""]
     for p in report["points"]:
         v = p["values"]
@@ -188,6 +280,8 @@ NOTES = [
     "then building the algorithm and its env runner), per-iteration checkpoints to storage, Tune's "
     "shutdown, the manifest (sha256 of every file), the pointer and the training-curves PNG; the plain "
     "loop builds the algorithm in the already-warm driver.",
+    "train_job draws the training-curves PNG in a background thread while Tune shuts its actors down "
+    "(curves = the wait for it after the commit).",
 ]
 
 

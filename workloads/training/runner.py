@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from typing import Any
 
-from rlops_core import storage
-from workloads.training import finalize, reporting, tune_setup
+from workloads.training import curves, finalize, reporting, tune_setup
 from workloads.training.settings import SEARCHABLE, SettingsError, TrainSettings, check_before_ray
 from workloads.training.tune_storage import tune_storage
 
 log = logging.getLogger("rlops.train")
-CURVES_NAME = "training_curves.png"
+CURVES_NAME = curves.CURVES_NAME
 
 
 def connect(verbose: bool = False) -> None:
@@ -70,23 +68,6 @@ def _tuner(settings: TrainSettings, tstore: Any, callbacks: list[Any]) -> tuple[
     return tuner, False
 
 
-def _preload_plotting() -> threading.Thread:
-    """Import matplotlib while Tune trains (the driver idles then), so the curves PNG costs no import."""
-
-    def load() -> None:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot
-        except Exception as exc:  # the PNG step reports its own failure later
-            log.debug("matplotlib preload failed: %s", exc)
-
-    thread = threading.Thread(target=load, name="rlops-preload-matplotlib", daemon=True)
-    thread.start()
-    return thread
-
-
 def phase_timings(started: float, marks: dict[str, float], events: dict[str, float]) -> dict[str, float]:
     """Seconds per phase of a run, from ``time.monotonic()`` marks and the progress callback's events.
 
@@ -111,10 +92,17 @@ def phase_timings(started: float, marks: dict[str, float], events: dict[str, flo
     return {k: round(max(v, 0.0), 3) for k, v in out.items()}
 
 
-def run_training(settings: TrainSettings, timings: dict[str, float] | None = None) -> finalize.TrainOutcome:
+def run_training(
+    settings: TrainSettings,
+    timings: dict[str, float] | None = None,
+    callbacks: list[Any] | None = None,
+) -> finalize.TrainOutcome:
     """Train, then commit the best checkpoint (manifest, run pointer, gated channel pointer).
 
-    ``timings``, when given, is filled with the seconds per phase (see :func:`phase_timings`).
+    ``timings``, when given, is filled with the seconds per phase (see :func:`phase_timings`) and
+    ``per_iter_overhead_s`` (wall time per iteration outside the algorithm's ``train()``: checkpoint
+    save, result reporting, Tune). ``callbacks`` are extra Tune callbacks (a new experiment only:
+    a restored one keeps the callbacks it was created with).
     """
     started = time.monotonic()
     marks: dict[str, float] = {}
@@ -124,7 +112,7 @@ def run_training(settings: TrainSettings, timings: dict[str, float] | None = Non
 
     register_with_ray()
     check_cluster_resources(settings)
-    _preload_plotting()
+    curves.preload()
     # Tune's own tables and banners off: ConciseProgress prints one line per iteration instead.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Snapshot the experiment state (which trial has which checkpoint) at least every 2 s instead of
@@ -132,7 +120,9 @@ def run_training(settings: TrainSettings, timings: dict[str, float] | None = Non
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     tstore = tune_storage(settings.storage)
     progress = reporting.ConciseProgress(settings.stop.iters)
-    tuner, resumed = _tuner(settings, tstore, [progress])
+    tuner, resumed = _tuner(settings, tstore, [progress, *(callbacks or [])])
+    drawing = curves.CurvesJob(settings.experiment_uri, progress, resumed=resumed)
+    progress.on_all_done = drawing.start_early  # draw while Tune shuts its actors down
     marks["setup_end"] = time.monotonic()
     print(
         f"{'resuming' if resumed else 'starting'} experiment {settings.name} in {settings.experiment_uri}",
@@ -155,24 +145,18 @@ def run_training(settings: TrainSettings, timings: dict[str, float] | None = Non
     outcome = finalize.commit(settings, best)
     outcome.trials = [row.__dict__ for row in rows]
     marks["commit_end"] = time.monotonic()
-    outcome.curves_uri = _write_curves(result_grid, settings)
+    outcome.curves_uri = drawing.finish(result_grid)
     marks["curves_end"] = time.monotonic()
     phases = phase_timings(started, marks, progress.events)
-    print("time: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f}s" for k, v in phases.items()), flush=True)
+    overhead = progress.overhead_per_iteration()
+    print(
+        "time: "
+        + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f}s" for k, v in phases.items())
+        + ("" if overhead is None else f"; per iteration outside train() {overhead:.3f}s"),
+        flush=True,
+    )
+    if overhead is not None:
+        phases["per_iter_overhead_s"] = round(overhead, 4)
     if timings is not None:
         timings.update(phases)
     return outcome
-
-
-def _write_curves(result_grid: Any, settings: TrainSettings) -> str | None:
-    """Write the training-curves PNG beside the results; a plotting failure is logged, not fatal."""
-    try:
-        png = reporting.curves_png(result_grid)
-        if png is None:
-            return None
-        uri = storage.join_uri(settings.experiment_uri, CURVES_NAME)
-        storage.write_bytes(uri, png)
-        return uri
-    except Exception as exc:
-        log.warning("could not write the training curves: %s", exc)
-        return None
