@@ -224,3 +224,29 @@ def test_wrk_sends_valid_distinct_episodes_of_ten_steps_per_thread() -> None:
         assert sorted(steps) == list(range(min(steps), min(steps) + len(steps)))
         assert len(steps) <= progressive_bench.STEPS_PER_EPISODE
     assert sum(len(s) == progressive_bench.STEPS_PER_EPISODE for s in episodes.values()) >= 2
+
+
+def test_stage_seconds_reads_the_engines_own_status_format() -> None:
+    """The stage timings come from ``status.progressive.stages`` exactly as the engine serialises them."""
+    from rlops_operator.progressive import StageSummary
+
+    stages = [
+        StageSummary(name="shadow", stage="Shadow", weight=0.0, started_at=100.0, ended_at=112.5),
+        StageSummary(name="canary", stage="Canary(0)", weight=0.25, started_at=112.5, ended_at=130.0),
+        StageSummary(name="canary", stage="Canary(1)", weight=0.5, started_at=130.0),  # still running
+    ]
+    status = {"stages": [s.model_dump(mode="json", by_alias=True) for s in stages]}
+    got = progressive_bench.stage_seconds(status)
+    assert [(s["stage"], s["weight"], s["seconds"]) for s in got] == [
+        ("Shadow", 0.0, 12.5),
+        ("Canary(0)", 0.25, 17.5),
+        ("Canary(1)", 0.5, None),
+    ]
+    assert progressive_bench.stage_summary([{"stages": got}])["Canary(0)"]["median"] == 17.5
+
+
+def test_fewer_than_three_rollouts_need_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        progressive_bench.main(["--rollouts", "2"])  # refused before any cluster starts
+    assert exc.value.code == 2
+    assert "--repeats/--rollouts 2: the method needs at least 3" in capsys.readouterr().err
