@@ -428,3 +428,46 @@ def test_engine_rolls_back_at_once_when_serve_gives_up(
 def test_health_is_a_plain_value() -> None:
     """Existing callers build Health with two fields; ``scaling`` defaults to none."""
     assert Health("healthy", "x").scaling == ()
+
+
+def test_engine_promotes_on_a_rayservice_while_serve_upscales(
+    store: str, kube: EmulatedCluster, k8s_api: Any, endpoint: RecordingServer
+) -> None:
+    """The same over the RayService target: the engine patches serveConfigV2 in the emulated API, and
+    KubeRay's status (written here, as KubeRay would) says RUNNING / UPSCALING for the new generation."""
+    live = make_checkpoint(store, "exp", "trial_a", 5.0)
+    new = make_checkpoint(store, "exp", "trial_b", 7.5)
+    name, generation = create_rayservice(kube, live)
+    kube.request(
+        "PATCH",
+        rayservice_path(NS, name) + "/status",
+        {"status": kuberay_status(generation, "RUNNING", {DEP: "HEALTHY"})},
+    )
+    spec = RolloutSpec(
+        pointer=checkpoints.pointer_uri(store, "corridor"),
+        target=TargetSpec(ray_service=name, namespace=NS, endpoint_url=endpoint.url),
+        name="autoscaling-rs",
+        rollout_timeout_s=60,
+    )
+    checkpoints.write_pointer(spec.pointer, new)
+    clock = Clock()
+    target = RayServiceTarget(name, NS, APP, DEP, api=k8s_api, backoff_s=0.0)
+    engine = Engine(spec, target, clock=clock)
+    st = engine.step({"live": {"checkpointUri": live}}).status
+    assert st["phase"] == "Verifying" and target.current_checkpoint() == new
+    patched = int(kube.get(rayservice_path(NS, name))["metadata"]["generation"])
+    assert patched > generation
+    kube.request(
+        "PATCH",
+        rayservice_path(NS, name) + "/status",
+        {"status": kuberay_status(patched, "RUNNING", {DEP: "UPSCALING"})},
+    )
+    replicas = Replicas(endpoint, {"r1": (new, None), "r2": (live, None)})
+    clock.t += 5
+    result = engine.step(st)
+    assert result.decisions == [] and result.status["phase"] == "Verifying"
+    replicas.table["r2"] = (new, None)
+    clock.t += 5
+    result = engine.step(result.status)
+    assert [d.kind for d in result.decisions] == ["Promoted"], result.status.get("rollout")
+    assert target.current_checkpoint() == new
