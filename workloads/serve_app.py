@@ -16,6 +16,7 @@ assignment and read once per request. Requests with an ``episode_id`` are routed
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -47,7 +48,7 @@ from workloads.serving.api import (
 )
 from workloads.serving.capture import CaptureSettings, CaptureWriter
 from workloads.serving.decision_writer import DecisionLogSettings, DecisionWriter
-from workloads.serving.metrics import activate_metrics, active_metrics
+from workloads.serving.metrics import FLUSH_INTERVAL_S, activate_metrics, active_metrics
 from workloads.serving.policy import ActionResult, Policy, PolicyLoadError, load_policy
 from workloads.serving.routing import CHALLENGER, CHAMPION, ChallengerSettings, route, shadow_scores
 from workloads.serving.slots import FeedbackRequest, RecentEpisodes, decision_fields, plan_slots, shadow_score
@@ -254,6 +255,26 @@ def _jsonable(obs: Any) -> Any:
     return obs.tolist() if hasattr(obs, "tolist") else obs
 
 
+def _evaluate_group(items: list[tuple[Any, bool, bool, Policy]]) -> list[ActionResult | Exception]:
+    """One pipeline pass per (policy, explore, extras) group; a failing group gets its exception."""
+    out: list[ActionResult | Exception | None] = [None] * len(items)
+    groups: dict[tuple[int, bool, bool], list[int]] = {}
+    for i, (_, explore, extras, policy) in enumerate(items):
+        groups.setdefault((id(policy), explore, extras), []).append(i)
+    for (_, explore, extras), idx in groups.items():
+        policy = items[idx[0]][3]
+        try:
+            results: list[ActionResult | Exception] = list(
+                policy.act([items[i][0] for i in idx], explore=explore, extras=extras)
+            )
+        except Exception as exc:
+            log.warning("policy %s failed on %d observations: %r", policy.checkpoint_uri, len(idx), exc)
+            results = [exc] * len(idx)
+        for i, result in zip(idx, results, strict=True):
+            out[i] = result
+    return out  # type: ignore[return-value]
+
+
 MAX_SHADOW_TASKS = 1024  # shadow scores in flight per replica; beyond it a score is skipped (and logged so)
 
 
@@ -275,6 +296,9 @@ class PolicyServer:
         from workloads.serving.metrics import ServerMetrics
 
         torch.set_num_threads(int(os.environ.get("RLOPS_TORCH_THREADS", "1")))
+        # Argument checks cost ~60 us per sampling call and change no sample (tests/serve/
+        # test_serve_fastpath.py); observations are validated on the way in, actions checked on the way out.
+        torch.distributions.Distribution.set_default_validate_args(False)
         context = serve.get_replica_context()
         self.app_name = context.app_name or "default"
         self.replica = context.replica_id.unique_id
@@ -296,6 +320,10 @@ class PolicyServer:
         self._feedback_counts = {"known": 0, "unknown": 0}
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._gauge_refresher: asyncio.Task[None] | None = None
+        self._metrics_flusher: asyncio.Task[None] | None = None
+        self._singles_waiting = 0  # single requests between arrival and their answer (see _evaluate)
+        self._direct_when_alone = True  # false when user_config asks the batch to wait for company
+        self._evaluations = {"direct": 0, "batched": 0}  # single requests by how they were evaluated
         activate_metrics(self.metrics)
         limits.configure(limits.BodyLimits(), on_reject=self._count_rejection)
 
@@ -311,6 +339,8 @@ class PolicyServer:
         """Apply a new ``user_config``: swap, promote or load the slots that changed."""
         if self._gauge_refresher is None:
             self._gauge_refresher = asyncio.get_running_loop().create_task(self._refresh_gauges())
+        if self._metrics_flusher is None:
+            self._metrics_flusher = asyncio.get_running_loop().create_task(self._flush_metrics())
         async with self._lock:
             await self._reconfigure(config)
         self._report_stale()
@@ -330,6 +360,15 @@ class PolicyServer:
                 self._report_stale()
             except Exception:  # metrics must never take the replica down
                 log.exception("refreshing the gauges failed")
+
+    async def _flush_metrics(self) -> None:
+        """Push the per-request counts (tallied as plain ints) to Ray's counters every second."""
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            try:
+                self.metrics.flush()
+            except Exception:  # metrics must never take the replica down
+                log.exception("flushing the request metrics failed")
 
     async def _reconfigure(self, config: dict[str, Any]) -> None:
         raw_uri = str((config or {}).get("checkpoint_uri", ""))
@@ -367,6 +406,7 @@ class PolicyServer:
         limits.configure(body_limits, on_reject=self._count_rejection)
         self._act_batched.set_max_batch_size(settings.max_batch_size)
         self._act_batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self._direct_when_alone = settings.batch_wait_timeout_s == 0.0
         self._requested_uri = settings.checkpoint_uri
         await self._apply_slots(settings)
 
@@ -471,10 +511,33 @@ class PolicyServer:
             raise RuntimeError("no policy loaded")
 
     def __del__(self) -> None:
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            with contextlib.suppress(Exception):
+                metrics.flush()  # the last second's counts
         for name in ("_capture", "_decisions"):
             writer = getattr(self, name, None)
             if writer is not None:
                 writer.close(timeout=5.0)
+
+    async def _evaluate(self, item: tuple[Any, bool, bool, Policy]) -> ActionResult | Exception:
+        """One single request's evaluation: directly when it is alone, through ``@serve.batch`` otherwise.
+
+        A request first yields to the event loop once, so every request already waiting to run arrives
+        here too; if another single request is between arrival and answer, the batch queue gathers them
+        (one pipeline pass for all), else the observation is evaluated at once without a batch future.
+        With ``batch_wait_timeout_s`` above 0 every request goes through the batch (it was asked to wait).
+        """
+        self._singles_waiting += 1
+        try:
+            await asyncio.sleep(0)
+            if self._singles_waiting > 1 or not self._direct_when_alone:
+                self._evaluations["batched"] += 1
+                return await self._act_batched(item)
+            self._evaluations["direct"] += 1
+            return _evaluate_group([item])[0]
+        finally:
+            self._singles_waiting -= 1
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _act_batched(
@@ -485,22 +548,7 @@ class PolicyServer:
         A failing group returns its exception to its own requests only (the caller decides: a champion
         failure is a server error, a canary challenger failure falls back to the champion).
         """
-        out: list[ActionResult | Exception | None] = [None] * len(items)
-        groups: dict[tuple[int, bool, bool], list[int]] = {}
-        for i, (_, explore, extras, policy) in enumerate(items):
-            groups.setdefault((id(policy), explore, extras), []).append(i)
-        for (_, explore, extras), idx in groups.items():
-            policy = items[idx[0]][3]
-            try:
-                results: list[ActionResult | Exception] = list(
-                    policy.act([items[i][0] for i in idx], explore=explore, extras=extras)
-                )
-            except Exception as exc:
-                log.warning("policy %s failed on %d observations: %r", policy.checkpoint_uri, len(idx), exc)
-                results = [exc] * len(idx)
-            for i, result in zip(idx, results, strict=True):
-                out[i] = result
-        return out  # type: ignore[return-value]
+        return _evaluate_group(items)
 
     def _require_policy(self) -> Policy:
         if self._policy is None:
@@ -542,7 +590,7 @@ class PolicyServer:
             results = policy.act(parsed, explore=explore, extras=extras)
             payload = _batch_payload(results, count, extras)
             used_uri = policy.checkpoint_uri
-            self.metrics.requests.inc(tags={"shape": "batch"})
+            self.metrics.count_request("batch")
             self._count_slot(CHAMPION, started)
         else:
             field = "state" if body.state is not None else "observation"
@@ -550,7 +598,7 @@ class PolicyServer:
             result, answered_by, used_uri = await self._answer_single(body, obs, slots, explore, extras)
             results = [result]
             payload = _single_payload(result, count, extras)
-            self.metrics.requests.inc(tags={"shape": "single"})
+            self.metrics.count_request("single")
             payload["policy"] = answered_by
         # Every answer says which slot answered (DESIGN.md's serving contract); a batch is the champion's.
         payload.setdefault("policy", CHAMPION)
@@ -567,7 +615,7 @@ class PolicyServer:
 
     def _count_slot(self, slot: str, started: float) -> float:
         latency_ms = (time.perf_counter() - started) * 1000.0
-        self.metrics.slot_requests.inc(tags={"slot": slot})
+        self.metrics.count_slot(slot)
         self.metrics.slot_latency_ms.observe(latency_ms, tags={"slot": slot})
         return latency_ms
 
@@ -583,13 +631,13 @@ class PolicyServer:
         policy = slots.challenger if slot == CHALLENGER and slots.challenger is not None else champion
         logged = episode_id is not None  # probabilities are needed for the log, returned only if asked
         started = time.perf_counter()
-        result = await self._act_batched((obs, explore, extras or logged, policy))
+        result = await self._evaluate((obs, explore, extras or logged, policy))
         error: str | None = None
         answered_by = slot
         if isinstance(result, Exception) and slot == CHALLENGER:
             self.metrics.slot_errors.inc(tags={"slot": CHALLENGER})
             error, answered_by = "policy_error", CHAMPION  # the champion answers; the log keeps the failure
-            result = await self._act_batched((obs, explore, extras or logged, champion))
+            result = await self._evaluate((obs, explore, extras or logged, champion))
         if isinstance(result, Exception):
             self.metrics.slot_errors.inc(tags={"slot": CHAMPION})
             raise result
@@ -717,7 +765,11 @@ class PolicyServer:
             "challenger": self._challenger_status(slots),
             "decision_log": self._decision_log_status(),
             "feedback": dict(self._feedback_counts),
-            "inference": {"path": policy.inference_path, "reason": policy.path_reason},
+            "inference": {
+                "path": policy.inference_path,
+                "reason": policy.path_reason,
+                "single_requests": dict(self._evaluations),
+            },
         }
 
     def _challenger_status(self, slots: Slots) -> dict[str, Any] | None:

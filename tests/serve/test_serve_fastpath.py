@@ -117,6 +117,21 @@ def test_default_pipelines_take_the_fast_path(policies: dict[str, Policy], name:
     assert _pipelines(policy).inference_path == PIPELINES
     if name == "maze":
         assert "one-hot" in policy.path_reason and policy.fast_path.flatten_struct is not None
+    assert policy.fast_path.plain_forward, "a loaded module is in eval mode with TorchRLModule's forwards"
+    assert policy.fast_path.box_actions == (name == "pendulum")
+
+
+def test_module_switched_to_training_mode_still_matches(tmp_path: Path) -> None:
+    """The eval() walk is skipped only while the module is in eval mode; otherwise forward_* runs."""
+    policy = load_policy(build_checkpoint(tmp_path, "cartpole"))
+    policy.module.train()
+    obs = _observations("cartpole", 50)
+    torch.manual_seed(9)
+    fast = [dataclasses.astuple(r) for r in policy.act(obs, explore=True, extras=True)]
+    assert policy.module.training, "forward_exploration evaluates in eval mode and restores training mode"
+    torch.manual_seed(9)
+    slow = [dataclasses.astuple(r) for r in _pipelines(policy).act(obs, explore=True, extras=True)]
+    assert fast == slow
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -270,14 +285,40 @@ def test_trained_corridor_checkpoint_identical(corridor_checkpoints: Any) -> Non
         assert [dataclasses.astuple(r) for r in fast] == [dataclasses.astuple(r) for r in slow]
 
 
-@pytest.mark.slow
-def test_metadata_names_the_inference_path(corridor_url: str) -> None:
-    """``/metadata.inference`` says which path the live champion takes, and why."""
-    import httpx
+@pytest.fixture
+def no_arg_validation() -> Any:
+    """torch's distribution argument checks off, as the Serve replica runs (restored afterwards)."""
+    before = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    yield
+    torch.distributions.Distribution.set_default_validate_args(before)
 
-    meta = httpx.get(f"{corridor_url}/metadata", timeout=30).json()
-    assert meta["inference"]["path"] == FAST and "default" in meta["inference"]["reason"]
-    answer = httpx.post(
-        f"{corridor_url}/", json={"observations": [[1.0], [6.0]], "deterministic": True}, timeout=30
-    )
-    assert answer.status_code == 200 and answer.json()["actions"] == [1, 0], answer.text
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_samples_identical_without_torch_argument_validation(policies: dict[str, Policy], name: str) -> None:
+    """The replica turns torch's argument validation off: same samples, log-probs and probabilities."""
+    policy = policies[name]
+    obs = _observations(name)
+    runs = []
+    for validate in (True, False):
+        before = torch.distributions.Distribution._validate_args
+        torch.distributions.Distribution.set_default_validate_args(validate)
+        try:
+            torch.manual_seed(5)
+            runs.append([dataclasses.astuple(r) for r in policy.act(obs, explore=True, extras=True)])
+        finally:
+            torch.distributions.Distribution.set_default_validate_args(before)
+    assert runs[0] == runs[1]
+
+
+def test_nan_weights_still_fail_inside_act(tmp_path: Path, no_arg_validation: Any) -> None:
+    """Without torch's checks a NaN policy must still raise in ``act`` (a failing challenger falls back)."""
+    for name in ("corridor", "pendulum"):
+        policy = load_policy(build_checkpoint(tmp_path, name))
+        with torch.no_grad():
+            for param in policy.module.parameters():
+                param.fill_(float("nan"))
+        obs = _observations(name, 4)
+        for candidate in (policy, _pipelines(policy)):
+            with pytest.raises((ValueError, RuntimeError)):
+                candidate.act(obs, explore=True)

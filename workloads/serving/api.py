@@ -160,10 +160,11 @@ class Metadata(BaseModel):
     feedback: dict[str, int] = Field(
         default_factory=dict, description="Accepted POST /feedback: episodes this replica answered, or not."
     )
-    inference: dict[str, str] | None = Field(
+    inference: dict[str, Any] | None = Field(
         None,
         description="How the champion computes actions: path 'fast' (RLlib's default connector pipelines "
-        "done directly on the batch) or 'pipelines' (the checkpoint's connectors run), and why.",
+        "done directly on the batch) or 'pipelines' (the checkpoint's connectors run), reason; "
+        "single_requests: how many were evaluated alone ('direct') or gathered by @serve.batch ('batched').",
     )
 
 

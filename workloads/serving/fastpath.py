@@ -42,9 +42,13 @@ class FastPath:
     action_struct: Any
     normalize_actions: bool
     clip_actions: bool
+    box_actions: bool = True  # False: no Box in the action space, so unsquash/clip change nothing
+    plain_forward: bool = False  # the module keeps TorchRLModule's forward_* (an eval() around _forward_*)
 
     def observation_batch(self, observations: list[Any]) -> dict[str, Any]:
         """``{"obs": tensor}`` as the default env-to-module pipeline builds it from one-step episodes."""
+        import numpy as np
+        import torch
         from ray.rllib.core.columns import Columns
         from ray.rllib.utils.spaces.space_utils import batch as batch_items
         from ray.rllib.utils.torch_utils import convert_to_torch_tensor
@@ -56,7 +60,11 @@ class FastPath:
                 flatten_inputs_to_1d_tensor(inputs=o, spaces_struct=self.flatten_struct, batch_axis=False)
                 for o in observations
             ]
-        return {Columns.OBS: convert_to_torch_tensor(batch_items(observations))}
+        stacked = batch_items(observations)
+        if isinstance(stacked, np.ndarray) and stacked.dtype.kind in "fiub":
+            tensor = torch.from_numpy(stacked)  # what convert_to_torch_tensor does with one numeric array
+            return {Columns.OBS: tensor.float() if tensor.is_floating_point() else tensor}
+        return {Columns.OBS: convert_to_torch_tensor(stacked)}
 
     def run(self, observations: list[Any], *, explore: bool, values: bool) -> FastOutput:
         """Actions for already validated observations (call under ``torch.no_grad()``)."""
@@ -65,7 +73,12 @@ class FastPath:
 
         module = self.module
         batch = self.observation_batch(observations)
-        out = (module.forward_exploration if explore else module.forward_inference)(batch)
+        if self.plain_forward and not module.training:
+            # TorchRLModule.forward_* is eval() (a walk over every submodule) around _forward_*; the
+            # loaded module is in eval mode already, so the walk changes nothing and is skipped
+            out = (module._forward_exploration if explore else module._forward_inference)(batch)
+        else:
+            out = (module.forward_exploration if explore else module.forward_inference)(batch)
         dist_inputs = out[Columns.ACTION_DIST_INPUTS]
         value_tensor = module.compute_values(batch) if values and hasattr(module, "compute_values") else None
         if Columns.ACTIONS in out:  # a module that picks its own actions: GetActions leaves them alone
@@ -91,7 +104,7 @@ class FastPath:
     def _for_env(self, actions: Any) -> list[Any]:
         """Unbatch, then unsquash or clip each item as NormalizeAndClipActions does."""
         items = [actions[i] for i in range(len(actions))]
-        if not (self.normalize_actions or self.clip_actions):
+        if not (self.normalize_actions or self.clip_actions) or not self.box_actions:
             return items
         from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
 
@@ -145,6 +158,7 @@ def plan_fast_path(module: Any, env_to_module: Any, module_to_env: Any) -> tuple
     """A FastPath when both pipelines are exactly RLlib's defaults for this module, else None; and why."""
     import gymnasium as gym
     import torch
+    import tree
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
 
     e2m_classes, m2e_classes, flatten_cls, e2m_pipeline_cls, m2e_pipeline_cls = _default_classes()
@@ -180,9 +194,23 @@ def plan_fast_path(module: Any, env_to_module: Any, module_to_env: Any) -> tuple
         action_struct=clipper._action_space_struct,
         normalize_actions=bool(clipper.normalize_actions),
         clip_actions=bool(clipper.clip_actions),
+        box_actions=any(isinstance(s, gym.spaces.Box) for s in tree.flatten(clipper._action_space_struct)),
+        plain_forward=_plain_forward(module),
     )
     what = "one-hot/flatten + default" if flatten_struct is not None else "default"
     return path, f"{what} connector pipelines: observation tensor built directly, sampled from the module"
+
+
+def _plain_forward(module: Any) -> bool:
+    """The module's forward_* are TorchRLModule's own, and every submodule is in eval mode."""
+    from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+
+    cls = type(module)
+    return (
+        cls.forward_exploration is TorchRLModule.forward_exploration
+        and cls.forward_inference is TorchRLModule.forward_inference
+        and not any(m.training for m in module.modules())
+    )
 
 
 def _flatten_unsupported(connector: Any, space: Any, gym: Any) -> str:

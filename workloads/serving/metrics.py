@@ -1,8 +1,16 @@
-"""The server's metrics, exported through ``ray.serve.metrics`` (Ray's Prometheus endpoint on each node)."""
+"""The server's metrics, exported through ``ray.serve.metrics`` (Ray's Prometheus endpoint on each node).
+
+The per-request counters (requests by shape, actions by value, answers by slot) are tallied as plain
+integers on the request path and pushed to their Ray counters by :meth:`ServerMetrics.flush`, which the
+replica calls every second: one ``inc`` per series and second instead of one per request, with the same
+series names and labels. Everything else is recorded as it happens.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+FLUSH_INTERVAL_S = 1.0
 
 
 class ServerMetrics:
@@ -75,13 +83,33 @@ class ServerMetrics:
             tag_keys=("mode",),
         )
 
+        # (counter attribute, tag value) -> count not yet pushed; see flush()
+        self._pending: dict[tuple[str, Any], int] = {}
+        self._tallied = {"requests": "shape", "actions": "action", "slot_requests": "slot"}
+
+    def count_request(self, shape: str) -> None:
+        """One answered request of ``shape`` (single, batch); pushed by flush()."""
+        key = ("requests", shape)
+        self._pending[key] = self._pending.get(key, 0) + 1
+
+    def count_slot(self, slot: str) -> None:
+        """One request answered by ``slot`` (champion, challenger); pushed by flush()."""
+        key = ("slot_requests", slot)
+        self._pending[key] = self._pending.get(key, 0) + 1
+
     def count_actions(self, actions: list[Any]) -> None:
-        counts: dict[str, int] = {}
+        """Served discrete (int) actions by value; pushed by flush()."""
+        pending = self._pending
         for action in actions:
             if isinstance(action, int):
-                counts[str(action)] = counts.get(str(action), 0) + 1
-        for value, n in counts.items():
-            self.actions.inc(n, tags={"action": value})
+                key = ("actions", action)
+                pending[key] = pending.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Push the tallied counts to their Ray counters (one ``inc`` per series)."""
+        pending, self._pending = self._pending, {}
+        for (attr, value), n in pending.items():
+            getattr(self, attr).inc(n, tags={self._tallied[attr]: str(value)})
 
 
 _active: list[ServerMetrics] = []

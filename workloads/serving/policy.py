@@ -85,6 +85,7 @@ class Policy:
         if self.fast_path is not None:
             with torch.no_grad():
                 out = self.fast_path.run(observations, explore=explore, values=extras)
+            _require_finite(out.actions)
             results = [ActionResult(action=_plain(a)) for a in out.env_actions]
             if extras:
                 self._add_extras(results, out.dist_inputs, out.actions, out.values, np)
@@ -119,6 +120,7 @@ class Policy:
             to_env = self.module_to_env(
                 rl_module=self.module, batch=out, episodes=episodes, explore=explore, shared_data=shared
             )
+        _require_finite(to_env[Columns.ACTIONS])
         env_actions = to_env.get(Columns.ACTIONS_FOR_ENV, to_env[Columns.ACTIONS])
         results = [ActionResult(action=_plain(a)) for a in _unbatch(env_actions, len(observations))]
         if extras:
@@ -142,6 +144,16 @@ class Policy:
             result.log_prob = float(logps[i])
             result.probabilities = [float(p) for p in probs[i]] if probs is not None else None
             result.value = float(value_list[i]) if value_list is not None else None
+
+
+def _require_finite(actions: Any) -> None:
+    """Raise on a NaN/infinite sampled action (a broken policy), whether or not torch validated the
+    distribution's arguments: the failure stays inside ``act``, where a challenger's falls back."""
+    import numpy as np
+
+    array = np.asarray(actions)
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise ValueError("the policy produced a NaN or infinite action (are its weights finite?)")
 
 
 def _is_discrete(space: Any) -> bool:
