@@ -8,12 +8,14 @@ See docs/training.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
 
 from workloads.training.finalize import TrainingFailed, TrainOutcome
 from workloads.training.settings import (
@@ -24,9 +26,19 @@ from workloads.training.settings import (
     list_presets,
 )
 
-__all__ = ["TrainOutcome", "TrainSettings", "build_parser", "main", "run_training", "settings_from_args"]
+__all__ = [
+    "CliArgs",
+    "TrainOutcome",
+    "TrainSettings",
+    "app",
+    "main",
+    "parse_args",
+    "run_training",
+    "settings_from_args",
+]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_CONFIG = 0, 1, 2
+PROG = "python -m workloads.train_job"
 
 
 def run_training(settings: TrainSettings) -> TrainOutcome:
@@ -36,64 +48,132 @@ def run_training(settings: TrainSettings) -> TrainOutcome:
     return _run(settings)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2
-        self.exit(EXIT_BAD_CONFIG, f"error: {message} (see --help)\n")
+@dataclass
+class CliArgs:
+    """The flags as given (None or False: not given, so the preset or config file decides)."""
+
+    config: str | None = None
+    preset: str | None = None
+    env: str | None = None
+    storage: str | None = None
+    name: str | None = None
+    num_samples: int | None = None
+    lr: str | None = None
+    stop_iters: int | None = None
+    stop_timesteps: int | None = None
+    stop_return: float | None = None
+    num_env_runners: int | None = None
+    num_learners: int | None = None
+    num_gpus_per_learner: float | None = None
+    num_to_keep: int | None = None
+    max_concurrent_trials: int | None = None
+    scheduler: str | None = None
+    seed: int | None = None
+    promote: bool = False
+    channel: str | None = None
+    force: bool = False
+    autoscaler: bool = False
+    verbose: bool = False
+    outcome_json: str | None = None
+
+
+class Scheduler(StrEnum):
+    """``--scheduler`` values (``scheduler.type``)."""
+
+    none = "none"
+    asha = "asha"
 
 
 def _lr_list(text: str) -> list[float]:
+    """``0.01`` or ``0.01,0.001`` as floats; SettingsError (exit 2) for anything else."""
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"--lr takes a number or a comma list of numbers, got {text!r}"
-        ) from exc
+    except ValueError:
+        raise SettingsError(f"--lr takes a number or a comma list of numbers, got {text!r}") from None
     if not values:
-        raise argparse.ArgumentTypeError("--lr is empty")
+        raise SettingsError("--lr is empty: give a number or a comma list of numbers")
     return values
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m workloads.train_job", description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="YAML settings file (may say `extends: <preset>`)")
-    p.add_argument("--preset", help=f"shipped preset: {', '.join(list_presets())}")
-    p.add_argument("--env", help="environment: corridor, cartpole, basketball, maze")
-    p.add_argument(
-        "--storage", help="storage root: a folder, file:// or s3://bucket/prefix (default ./results)"
-    )
-    p.add_argument("--name", help="experiment name; the same name again resumes it (default <env>-ppo)")
-    p.add_argument("--num-samples", type=int, help="trials to sample from the search space")
-    p.add_argument("--lr", type=_lr_list, help="learning rate, or a comma list to grid-search")
-    p.add_argument("--stop-iters", type=int, help="stop a trial after this many training iterations")
-    p.add_argument("--stop-timesteps", type=int, help="stop a trial after this many sampled env steps")
-    p.add_argument("--stop-return", type=float, help="stop a trial when its mean episode return reaches this")
-    p.add_argument(
-        "--num-env-runners", type=int, help="remote env runners per trial (0 = sample in the trial)"
-    )
-    p.add_argument("--num-learners", type=int, help="remote learners per trial (0 = learn in the trial)")
-    p.add_argument(
-        "--num-gpus-per-learner", type=float, help="GPUs per learner (an autoscaler adds GPU nodes)"
-    )
-    p.add_argument("--num-to-keep", type=int, help="checkpoints kept per trial, best by return")
-    p.add_argument("--max-concurrent-trials", type=int, help="limit trials running at once")
-    p.add_argument(
-        "--scheduler", choices=["none", "asha"], help="trial scheduler (asha stops weak trials early)"
-    )
-    p.add_argument("--seed", type=int, help="random seed for every trial")
-    p.add_argument(
-        "--promote", action="store_true", default=None, help="also move the channel pointer if better"
-    )
-    p.add_argument("--channel", help="channel to promote to (default: the env name)")
-    p.add_argument("--force", action="store_true", default=None, help="promote even if not better")
-    p.add_argument(
-        "--autoscaler", action="store_true", default=None, help="allow trials bigger than the cluster is now"
-    )
-    p.add_argument("--verbose", action="store_true", default=None, help="show Ray worker logs")
-    p.add_argument("--outcome-json", help="also write the outcome as JSON to this local file")
-    return p
+app = typer.Typer(
+    add_completion=False, help=__doc__, context_settings={"help_option_names": ["-h", "--help"]}
+)
 
 
-def settings_from_args(args: argparse.Namespace) -> TrainSettings:
+@app.command()
+def train(
+    config: Annotated[
+        str | None, typer.Option(help="YAML settings file (may say `extends: <preset>`)")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help=f"shipped preset: {', '.join(list_presets())}")] = None,
+    env: Annotated[str | None, typer.Option(help="environment: corridor, cartpole, basketball, maze")] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="storage root: a folder, file:// or s3://bucket/prefix (default ./results)"),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="experiment name; the same name again resumes it (default <env>-ppo)")
+    ] = None,
+    num_samples: Annotated[int | None, typer.Option(help="trials to sample from the search space")] = None,
+    lr: Annotated[str | None, typer.Option(help="learning rate, or a comma list to grid-search")] = None,
+    stop_iters: Annotated[
+        int | None, typer.Option(help="stop a trial after this many training iterations")
+    ] = None,
+    stop_timesteps: Annotated[
+        int | None, typer.Option(help="stop a trial after this many sampled env steps")
+    ] = None,
+    stop_return: Annotated[
+        float | None, typer.Option(help="stop a trial when its mean episode return reaches this")
+    ] = None,
+    num_env_runners: Annotated[
+        int | None, typer.Option(help="remote env runners per trial (0 = sample in the trial)")
+    ] = None,
+    num_learners: Annotated[
+        int | None, typer.Option(help="remote learners per trial (0 = learn in the trial)")
+    ] = None,
+    num_gpus_per_learner: Annotated[
+        float | None, typer.Option(help="GPUs per learner (an autoscaler adds GPU nodes)")
+    ] = None,
+    num_to_keep: Annotated[
+        int | None, typer.Option(help="checkpoints kept per trial, best by return")
+    ] = None,
+    max_concurrent_trials: Annotated[int | None, typer.Option(help="limit trials running at once")] = None,
+    scheduler: Annotated[
+        Scheduler | None, typer.Option(help="trial scheduler (asha stops weak trials early)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed for every trial")] = None,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="also move the channel pointer if better")
+    ] = False,
+    channel: Annotated[str | None, typer.Option(help="channel to promote to (default: the env name)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="promote even if not better")] = False,
+    autoscaler: Annotated[
+        bool, typer.Option("--autoscaler", help="allow trials bigger than the cluster is now")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="show Ray worker logs")] = False,
+    outcome_json: Annotated[
+        str | None, typer.Option(help="also write the outcome as JSON to this local file")
+    ] = None,
+) -> int:
+    """Train PPO with Ray Tune, then commit the best checkpoint (manifest, pointers). See docs/training.md."""
+    given = locals()
+    args = CliArgs(**{f.name: _plain(given[f.name]) for f in fields(CliArgs) if given[f.name] is not None})
+    return run_cli(args)
+
+
+def _plain(value: Any) -> Any:
+    """A parsed flag value as the settings take it (enum members become their strings)."""
+    return value.value if isinstance(value, StrEnum) else value
+
+
+def parse_args(argv: list[str]) -> CliArgs:
+    """The flags of ``argv`` without running anything (click's UsageError when they do not parse)."""
+    command = typer.main.get_command(app)
+    with command.make_context(PROG, list(argv)) as ctx:
+        return CliArgs(**{k: _plain(v) for k, v in ctx.params.items() if v is not None})
+
+
+def settings_from_args(args: CliArgs) -> TrainSettings:
     """Merge preset, config file and the flags that were given into validated settings."""
     overrides: dict[str, Any] = {}
     plain = {
@@ -110,8 +190,9 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         "verbose": "verbose",
     }
     for attr, key in plain.items():
-        if getattr(args, attr) is not None:
-            overrides[key] = getattr(args, attr)
+        value = getattr(args, attr)
+        if value is not None and value is not False:  # a flag not given leaves the preset's value
+            overrides[key] = value
     nested = {
         "stop_iters": ("stop", "iters"),
         "stop_timesteps": ("stop", "timesteps"),
@@ -126,11 +207,12 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         if getattr(args, attr) is not None:
             overrides.setdefault(section, {})[key] = getattr(args, attr)
     if args.lr is not None:
-        if len(args.lr) == 1:
-            overrides["ppo"] = {"lr": args.lr[0]}
+        lrs = _lr_list(args.lr)
+        if len(lrs) == 1:
+            overrides["ppo"] = {"lr": lrs[0]}
             overrides["search_space"] = {}
         else:
-            overrides["search_space"] = {"lr": {"grid_search": args.lr}}
+            overrides["search_space"] = {"lr": {"grid_search": lrs}}
     if not args.preset and not args.config and "env" not in overrides:
         raise SettingsError("say what to train: --env, --preset or --config")
     return build_settings(preset=args.preset, config_file=args.config, overrides=overrides)
@@ -149,10 +231,8 @@ def _print_outcome(outcome: TrainOutcome) -> None:
     print(f"results: {outcome.results_uri}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The CLI; returns the exit code."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+def run_cli(args: CliArgs) -> int:
+    """Validate, train and report; returns the exit code (0 done, 1 failed, 2 bad configuration)."""
     try:
         settings = settings_from_args(args)
         check_before_ray(settings)
@@ -179,6 +259,24 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.outcome_json, "w") as fh:
             json.dump(asdict(outcome), fh, indent=2, default=str)
     return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The CLI; returns the exit code. Flags that do not parse: one line on stderr, exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(
+            args=list(sys.argv[1:] if argv is None else argv), prog_name=PROG, standalone_mode=False
+        )
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    except typer.TyperException as exc:  # a flag that does not parse (click's UsageError and kin)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        print(f"error: {message} (see --help)", file=sys.stderr, flush=True)
+        return EXIT_BAD_CONFIG
+    return code if isinstance(code, int) else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -150,3 +150,37 @@ def test_curves_failure_is_logged_not_raised(tmp_path, caplog: pytest.LogCapture
     job.start_early()
     assert job.finish(result_grid=[]) is None
     assert "could not write the training curves" in caplog.text
+
+
+@dataclass
+class StoredResult:
+    """The two attributes of a Tune ``Result`` the storage path reads (its frame comes from progress.csv)."""
+
+    metrics_dataframe: object
+    path: str
+
+
+def test_curves_job_of_a_resumed_experiment_draws_every_stored_iteration(tmp_path) -> None:
+    """After a resume the session saw only iterations 4-5; the PNG comes from the stored results."""
+    import pandas as pd
+
+    stored = pd.DataFrame(
+        {
+            "training_iteration": [1, 2, 3, 3, 4, 5],  # iteration 3 reported twice (a retried trial)
+            "trial_id": ["t1"] * 6,
+            METRIC: [5.0, 6.0, 6.5, 7.0, 8.0, 9.0],
+        }
+    )
+    [(label, columns)] = reporting.series_from_results([StoredResult(stored, "/x/PPO_t1")])
+    assert label == "t1" and columns["training_iteration"] == [1, 2, 3, 4, 5]
+    assert columns[METRIC] == [5.0, 6.0, 7.0, 8.0, 9.0]
+
+    progress = reporting.ConciseProgress()
+    trials = [FakeTrial("t1")]
+    for it in (4, 5):
+        progress.on_trial_result(0, trials, trials[0], _result(it, 8.0))
+    job = curves.CurvesJob(str(tmp_path / "exp"), progress, resumed=True)
+    job.start_early()
+    uri = job.finish(result_grid=[StoredResult(stored, "/x/PPO_t1")])
+    assert uri is not None
+    assert (tmp_path / "exp" / curves.CURVES_NAME).read_bytes().startswith(b"\x89PNG")

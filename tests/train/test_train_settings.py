@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from workloads.train_job import build_parser, settings_from_args
+from workloads.train_job import parse_args, settings_from_args
 from workloads.training.settings import (
     METRIC,
     SettingsError,
@@ -18,7 +18,7 @@ from workloads.training.settings import (
 
 
 def settings_for(*argv: str):
-    return settings_from_args(build_parser().parse_args(list(argv)))
+    return settings_from_args(parse_args(list(argv)))
 
 
 def test_tutorial_preset_is_the_reference_setup() -> None:
@@ -173,3 +173,59 @@ def test_asha_scheduler_uses_the_iteration_budget() -> None:
     assert run_config.stop == {"training_iteration": 8}
     assert run_config.checkpoint_config.checkpoint_score_attribute == METRIC
     assert run_config.checkpoint_config.num_to_keep == 3
+
+
+def test_switches_absent_keep_the_config_file_values(tmp_path: Path) -> None:
+    """--promote/--force/--autoscaler/--verbose only switch on; absent, the YAML file decides."""
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("extends: tutorial\npromote: true\nautoscaler: true\nchannel: live\n")
+    s = settings_for("--config", str(cfg))
+    assert s.promote is True and s.autoscaler is True and s.force is False and s.verbose is False
+    s = settings_for("--preset", "tutorial", "--promote", "--force", "--autoscaler", "--verbose")
+    assert (s.promote, s.force, s.autoscaler, s.verbose) == (True, True, True, True)
+
+
+def test_every_documented_flag_parses_to_its_setting(tmp_path: Path) -> None:
+    """The flags of docs/training.md (and the chart's RayJob entrypoint) keep their names."""
+    s = settings_for(
+        "--env", "corridor", "--storage", str(tmp_path), "--name", "run-1", "--num-samples", "2",
+        "--lr", "0.02", "--stop-iters", "3", "--stop-timesteps", "900", "--stop-return", "9.5",
+        "--num-env-runners", "0", "--num-learners", "0", "--num-gpus-per-learner", "0",
+        "--num-to-keep", "2", "--max-concurrent-trials", "1", "--scheduler", "none", "--seed", "7",
+        "--channel", "corridor-live",
+    )  # fmt: skip
+    assert (s.env, s.name, s.num_samples, s.ppo.lr, s.seed) == ("corridor", "run-1", 2, 0.02, 7)
+    assert (s.stop.iters, s.stop.timesteps, s.stop.return_) == (3, 900, 9.5)
+    assert (s.resources.num_env_runners, s.resources.num_learners) == (0, 0)
+    assert s.resources.num_gpus_per_learner == 0
+    assert (s.checkpoint.num_to_keep, s.max_concurrent_trials, s.scheduler.type) == (2, 1, "none")
+    assert s.channel == "corridor-live"
+
+
+def test_help_exits_0_and_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    from workloads.train_job import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--preset", "--stop-iters", "--num-gpus-per-learner", "--promote", "--outcome-json"):
+        assert flag in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--bogus"], "No such option: --bogus"),
+        (["--env", "corridor", "stray"], "unexpected extra argument"),
+        (["--env", "corridor", "--num-samples", "2.5"], "--num-samples"),
+        (["--env", "corridor", "--promote=yes"], "--promote"),
+    ],
+)
+def test_flags_that_do_not_parse_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    from workloads.train_job import main
+
+    assert main([*argv, "--storage", str(tmp_path / "out")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+    assert not (tmp_path / "out").exists()
