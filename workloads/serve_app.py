@@ -642,14 +642,15 @@ class PolicyServer:
             self.metrics.slot_errors.inc(tags={"slot": CHAMPION})
             raise result
         latency_ms = self._count_slot(answered_by, started)
+        used = champion if answered_by == CHAMPION else policy
         if episode_id is None:
-            return result, answered_by, champion.checkpoint_uri
+            return result, answered_by, used.checkpoint_uri
         answered_at = time.time()
         self._recent.seen(episode_id)
         record = decision_fields(
             episode_id=episode_id,
-            slot=slot,
-            checkpoint_uri=policy.checkpoint_uri,
+            slot=slot,  # the routed slot; ``error`` says when the champion answered in its place
+            checkpoint_uri=used.checkpoint_uri,
             challenger=settings,
             action=result.action,
             probabilities=result.probabilities,
@@ -664,7 +665,6 @@ class PolicyServer:
             self._shadow(slots.challenger, obs, record, answered_at, writer)
         elif writer is not None:
             writer.decision(time=answered_at, **record)
-        used = champion if answered_by == CHAMPION else policy
         return result, answered_by, used.checkpoint_uri
 
     def _shadow(

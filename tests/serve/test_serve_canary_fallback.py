@@ -204,17 +204,6 @@ def test_the_fallback_is_logged_as_a_challenger_error(fallback: FallbackApp) -> 
         assert record.action in (0, 1)  # the champion's corridor action, not a CartPole one
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "workloads/serve_app.py _answer_single logs checkpoint_uri=policy.checkpoint_uri (the routed, "
-        "failed challenger) for a fallback answer, although DecisionRecord.checkpoint_uri is 'the "
-        "checkpoint that answered' and the action/prob in the same record are the champion's. Fix: pass "
-        "checkpoint_uri=(champion if answered_by == CHAMPION else policy).checkpoint_uri to decision_fields "
-        "(keep slot='challenger', error='policy_error')."
-    ),
-)
 def test_the_fallback_record_names_the_checkpoint_that_answered(fallback: FallbackApp) -> None:
     fallback.deploy({"checkpoint_uri": fallback.broken, "mode": "canary", "weight": 1.0})
     since = time.time()

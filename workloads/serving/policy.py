@@ -68,7 +68,10 @@ class Policy:
 
     @property
     def observation_space(self) -> Any:
-        return self.module.observation_space
+        """What the env emits, which clients send: the pipeline's input space, not the module's (a maze's
+        ``Discrete(25)`` state, which the pipeline one-hot encodes into the module's ``Box(25)``)."""
+        space = getattr(self.env_to_module, "input_observation_space", None)
+        return space if space is not None else self.module.observation_space
 
     @property
     def action_space(self) -> Any:

@@ -27,12 +27,39 @@ def build_algo_config(settings: TrainSettings) -> Any:
         .resources(num_cpus_for_main_process=res.num_cpus_for_main_process)
         .training(**settings.ppo.rllib_kwargs())
     )
+    if needs_flattening(settings.env, settings.env_config):
+        config = config.env_runners(env_to_module_connector=_flatten_observations)
     model = settings.model.rllib_dict()
     if model:
         config = config.rl_module(model_config=model)
     if settings.seed is not None:
         config = config.debugging(seed=settings.seed)
     return config
+
+
+def needs_flattening(env: str, env_config: Any) -> bool:
+    """Whether the env's observations need RLlib's FlattenObservations connector to reach the module.
+
+    RLlib's default encoders take only ``Box`` observations; a ``Discrete`` state (the maze) is one-hot
+    encoded, and a ``Dict``/``Tuple`` one flattened, by that connector, which is saved with the
+    checkpoint, so serving applies it too.
+    """
+    import gymnasium as gym
+
+    from workloads.envs import ENV_CREATORS, make_env
+
+    if env not in ENV_CREATORS:
+        return False  # a Gymnasium id RLlib makes itself: its spaces are RLlib's concern
+    space = make_env(env, dict(env_config or {})).observation_space
+    spaces = gym.spaces
+    return isinstance(space, spaces.Discrete | spaces.MultiDiscrete | spaces.Dict | spaces.Tuple)
+
+
+def _flatten_observations(env: Any = None, spaces: Any = None, device: Any = None) -> Any:
+    """The env-to-module connector for ``needs_flattening`` envs (a module-level function: it pickles)."""
+    from ray.rllib.connectors.env_to_module import FlattenObservations
+
+    return FlattenObservations()
 
 
 def search_value(kind: str, values: list[Any]) -> Any:
