@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,32 @@ def run_wrk(url: str, connections: int, duration: float, prefix: list[str] | Non
     return parse_wrk(done.stdout)
 
 
-def warm_up(url: str, requests: int = 50, seconds: float = 2.0, prefix: list[str] | None = None) -> None:
-    """Single requests until each answers 200, then a short wrk burst at 16 connections (not recorded)."""
+def warm_up(
+    url: str,
+    requests: int = 50,
+    seconds: float = 2.0,
+    prefix: list[str] | None = None,
+    connect_timeout: float = 60.0,
+) -> None:
+    """Wait until the route accepts connections, then single requests that must each answer 200, then a
+    short wrk burst at 16 connections (not recorded).
+
+    Refused connections are retried for up to ``connect_timeout`` seconds: with direct ingress, Serve's
+    HAProxy reloads its configuration as applications are added, and a port can refuse for a moment.
+    """
     import httpx
 
+    endpoint = url.rstrip("/") + "/"
+    deadline = time.monotonic() + connect_timeout
+    while True:
+        try:
+            httpx.post(endpoint, json={"state": [1]}, timeout=60).raise_for_status()
+            break
+        except httpx.TransportError as exc:
+            if time.monotonic() > deadline:
+                refused = f"{endpoint} refused connections for {connect_timeout:.0f} s: {exc}"
+                raise RuntimeError(refused) from exc
+            time.sleep(0.5)
     for _ in range(requests):
-        httpx.post(url.rstrip("/") + "/", json={"state": [1]}, timeout=60).raise_for_status()
+        httpx.post(endpoint, json={"state": [1]}, timeout=60).raise_for_status()
     run_wrk(url, 16, seconds, prefix)
